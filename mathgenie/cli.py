@@ -1,0 +1,50 @@
+"""The one `mathgenie` command. Each subcommand lives in a light module of its package that exposes
+``add_parser(subparsers)`` (registering ``func=main``); heavy imports (torch, vllm) happen inside ``main`` only."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module providing add_parser(subparsers)
+COMMANDS = {
+    "hub": "mathgenie.hub.cli",  # mathgenie hub serve --root DIR --port N
+    "seed": "mathgenie.builders.cli",  # build the seed dataset from the Hub or local files
+    "push": "mathgenie.upload_cli",  # push a stage dataset or a model folder
+    "run": "mathgenie.generation.cli",  # the pipeline: mathgenie run CONFIG.yaml
+    "demo": "mathgenie.demo",  # the offline end-to-end demo
+    "train": "mathgenie.training.cli",  # mathgenie train CONFIG.yaml
+    "eval": "mathgenie.evaluation.cli",  # mathgenie eval ...
+    "decontaminate": "mathgenie.evaluation.decontamination_cli",
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mathgenie", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            importlib.import_module(module).add_parser(sub)
+        except ModuleNotFoundError as e:  # a subcommand whose module is not written yet must not break the others
+            if e.name != module:
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Test session setup: a real local Hub server over HTTP for every test that needs one.
+
+``HF_ENDPOINT`` is read by huggingface_hub and datasets when they are imported, so the port is bound here, at import,
+before any test module imports them; the server itself starts once per session on that socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mathgenie-tests-"))
+_HUB_SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_HUB_SOCKET.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+_HUB_SOCKET.bind(("127.0.0.1", 0))
+HUB_PORT = _HUB_SOCKET.getsockname()[1]
+HUB_TOKEN = "hf_test_token_do_not_leak_0123456789"
+
+os.environ.update(
+    {
+        "HF_ENDPOINT": f"http://127.0.0.1:{HUB_PORT}",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_TOKEN": HUB_TOKEN,
+        "HF_HOME": str(_SESSION_DIR / "hf_home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(var, None)
+assert "huggingface_hub" not in sys.modules, "conftest must set HF_ENDPOINT before huggingface_hub is imported"
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local Hub, serving from a fresh directory for the whole session. Yields its server handle
+    (``.url``, ``.root``, ``.token``)."""
+    from mathgenie.hub.server import serve_in_thread
+
+    server = serve_in_thread(_SESSION_DIR / "hub", sock=_HUB_SOCKET, token=HUB_TOKEN)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
