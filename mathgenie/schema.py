@@ -63,9 +63,17 @@ class LCEFormatError(ValueError):
     """Text that is not valid LCE (unknown token, unclosed block, text outside a block)."""
 
 
+def _check_content(content: str) -> None:
+    # A special token inside content would not survive the round trip through text.
+    for tok in SPECIAL_TOKENS:
+        if tok in content:
+            raise LCEFormatError(f"block content contains the special token {tok}: {content[:60]!r}")
+
+
 def block(type: str, content: str) -> dict:
     if type not in _BLOCK_TOKEN:
         raise LCEFormatError(f"unknown block type {type!r}; expected one of {BLOCK_TYPES}")
+    _check_content(content)
     return {"type": type, "content": content}
 
 
@@ -75,11 +83,20 @@ def render_blocks(blocks: Iterable[dict]) -> str:
     for b in blocks:
         if b["type"] not in _BLOCK_TOKEN:
             raise LCEFormatError(f"unknown block type {b['type']!r}; expected one of {BLOCK_TYPES}")
+        _check_content(b["content"])
         parts.append(_BLOCK_TOKEN[b["type"]] + b["content"] + END_OF_BLOCK)
     return "".join(parts)
 
 
 _BLOCK_RE = re.compile(r"(<\|text\|>|<\|code\|>|<\|execution\|>)(.*?)<\|endofblock\|>", re.DOTALL)
+
+
+def _strip_partial_token(text: str) -> str:
+    """Drop a trailing proper prefix of a special token (``...<|endofbl``), left by a cut generation."""
+    start = text.rfind("<|")
+    if start >= 0 and any(tok.startswith(text[start:]) and tok != text[start:] for tok in SPECIAL_TOKENS):
+        return text[:start]
+    return text
 
 
 def parse_blocks(text: str, *, allow_partial: bool = False) -> list[dict]:
@@ -90,9 +107,14 @@ def parse_blocks(text: str, *, allow_partial: bool = False) -> list[dict]:
         m = _BLOCK_RE.match(text, pos)
         if m is None:
             rest = text[pos:]
+            if allow_partial and any(tok.startswith(rest) for tok in SPECIAL_TOKENS):
+                break  # generation cut inside a special token (a model whose vocabulary splits it)
             opener = next((t for t in _TOKEN_BLOCK if rest.startswith(t)), None)
             if allow_partial and opener is not None and END_OF_BLOCK not in rest:
-                blocks.append({"type": _TOKEN_BLOCK[opener], "content": rest[len(opener):]})
+                content = _strip_partial_token(rest[len(opener):])
+                if any(tok in content for tok in SPECIAL_TOKENS):
+                    raise LCEFormatError(f"special token inside a partial block at offset {pos}: {rest[:60]!r}")
+                blocks.append({"type": _TOKEN_BLOCK[opener], "content": content})
                 break
             raise LCEFormatError(f"not an LCE block at offset {pos}: {rest[:60]!r}")
         content = m.group(2)
