@@ -6,7 +6,9 @@ before any test module imports them; the server itself starts once per session o
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -18,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mathgenie-tests-"))
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 _HUB_SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _HUB_SOCKET.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 _HUB_SOCKET.bind(("127.0.0.1", 0))

@@ -1,0 +1,203 @@
+"""The dataset card of a pipeline stage: Hub metadata that makes ``load_dataset(repo, config, revision=...)`` work,
+plus rows per config/split/source, lineage, generation parameters, the funnel, licenses and citations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from mathgenie.cards.common import (
+    CITATIONS, KNOWN_SOURCES, code_fence, data_metadata, redact, scrub_text, size_category, table_cell, tidy_markdown,
+)
+
+TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md.j2"
+
+STAGE_DESCRIPTIONS = {
+    "seed": "Seed problems with their reference solutions and final answers (GSM8K and MATH train).",
+    "augmented": "Rewritten versions of the seed solutions (K rounds of solution augmentation with the rewrite "
+                 "prompts), each traced to the solution it rewrites.",
+    "back_translated": "New questions written from augmented solutions (question back-translation).",
+    "solved": "Code-integrated solutions (MathCoder's LCE format: text, code and execution blocks; code was run in "
+              "a sandbox between generation steps) for the back-translated questions.",
+    "verified": "Solved rows that passed verification: the answer agrees with the majority of the question's "
+                "solutions and a code-based verification rationale judged it correct.",
+}
+
+LINEAGE_COLUMNS = {
+    "seed_id": "id of the seed problem the row descends from",
+    "source": "seed dataset (gsm8k, math, ...)",
+    "round": "augmentation round (1..K) that produced the solution the row descends from",
+    "prompt_id": "which rewrite prompt produced that solution",
+    "parent_id": "the solution this one rewrites (the seed id for round 1)",
+    "augmented_id": "the augmented solution the question was back-translated from",
+    "question_id": "the back-translated question",
+    "solution_id": "this solution (`{question_id}/s{k}`)",
+    "model": "model that wrote the row's new content",
+    "revision": "revision (commit) of that model",
+    "verifier_model": "model that wrote the verification rationale",
+    "verifier_revision": "revision of the verifier model",
+}
+
+
+def _row_counts(configs: Mapping) -> list[dict]:
+    rows = []
+    for config, dsd in configs.items():
+        for split, ds in dsd.items():
+            if "source" in ds.column_names and len(ds):
+                counts = Counter(ds["source"])
+                rows += [{"config": config, "split": split, "source": s or "-", "rows": n}
+                         for s, n in sorted(counts.items(), key=lambda kv: str(kv[0]))]
+            else:
+                rows.append({"config": config, "split": split, "source": "-", "rows": len(ds)})
+    return rows
+
+
+def _sources(sources, row_counts: list[dict]) -> list[dict]:
+    if sources is None:  # infer from the data's `source` column
+        sources = sorted({r["source"] for r in row_counts if r["source"] != "-"})
+    if isinstance(sources, Mapping):
+        sources = [{"name": k, **v} for k, v in sources.items()]
+    out = []
+    for s in sources:
+        s = {"name": s} if isinstance(s, str) else dict(s)
+        known = KNOWN_SOURCES.get(str(s["name"]).lower(), {})
+        given = {k: v for k, v in s.items() if v is not None and k != "name"}
+        out.append({"license": "unknown", "repo_id": None, "url": None, "revision": None, **known, **given,
+                    "name": known.get("name", s["name"])})
+    return out
+
+
+def _params_sections(params: Mapping | None) -> tuple[list, list]:
+    """Scalars go in a table; prompts (multi-line strings) and nested values get their own code block."""
+    scalars, blocks = [], []
+    for key, value in (redact(dict(params)) if params else {}).items():
+        if isinstance(value, str) and "\n" in value:
+            blocks.append((key, "text", value.strip("\n"), code_fence(value)))
+        elif isinstance(value, (dict, list, tuple)):
+            body = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=110).strip()
+            blocks.append((key, "yaml", body, code_fence(body)))
+        else:
+            scalars.append((table_cell(key), table_cell(value)))
+    return scalars, blocks
+
+
+def _funnel(funnel) -> tuple[list[dict], str | None]:
+    if not funnel:
+        return [], None
+    plot = None
+    if isinstance(funnel, Mapping):
+        plot = funnel.get("plot")
+        funnel = funnel.get("stages") or []
+    rows = []
+    for f in funnel:
+        rows_in, rows_out = f.get("rows_in"), f.get("rows_out")
+        yld = f"{rows_out / rows_in:.1%}" if rows_in and rows_out is not None else "-"
+        seconds = f.get("seconds")
+        rows.append({"stage": f.get("stage", "?"), "rows_in": _fmt(rows_in), "rows_out": _fmt(rows_out),
+                     "yield": yld, "tokens": _fmt(f.get("tokens")),
+                     "seconds": f"{seconds:,.1f}" if isinstance(seconds, (int, float)) else "-"})
+    return rows, str(plot) if plot else None
+
+
+def _fmt(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else ("-" if n is None else str(n))
+
+
+def _lineage(lineage) -> tuple[str, list[dict]]:
+    if lineage is None:
+        return "This is the first stage: rows come straight from the seed sources below.", []
+    if isinstance(lineage, str):
+        return lineage, []
+    if isinstance(lineage, Mapping):
+        lineage = [lineage]
+    upstream = [{"stage": u.get("stage", "-"), "repo_id": u.get("repo_id", "-"), "revision": u.get("revision", "-")}
+                for u in lineage]
+    text = ("Every row can be traced back to its seed problem through the lineage columns; the upstream datasets are "
+            "pinned by revision.")
+    return text, upstream
+
+
+def render_dataset_card(
+    *,
+    repo_id: str,
+    stage: str,
+    configs: Mapping,
+    sources=None,
+    params: Mapping[str, Any] | None = None,
+    lineage=None,
+    funnel=None,
+    config_hash: str | None = None,
+    extra_sections: Mapping[str, str] | None = None,
+    revision: str | None = None,
+    license: str = "mit",
+    pretty_name: str | None = None,
+    summary: str | None = None,
+) -> DatasetCard:
+    """Render the card of one stage dataset.
+
+    ``configs``: ``{config_name: DatasetDict}`` as pushed. ``sources``: seed source names or dicts
+    ``{name, repo_id, revision, license, url}`` (default: the values of the ``source`` column). ``params``: generation
+    parameters (prompts, models, revisions, sampling); values under secret-looking keys are redacted. ``lineage``: a
+    text, or upstream datasets ``[{stage, repo_id, revision}]``. ``funnel``: ``[{stage, rows_in, rows_out, tokens,
+    seconds}]`` or ``{"stages": [...], "plot": "funnel.png"}``. ``revision``: the tag used in the loading example.
+    """
+    if not configs:
+        raise ValueError("render_dataset_card: `configs` is empty; pass {config_name: DatasetDict}")
+    row_counts = _row_counts(configs)
+    total = sum(r["rows"] for r in row_counts)
+    sources_list = _sources(sources, row_counts)
+    lineage_text, upstream = _lineage(lineage)
+    configs_yaml, infos_yaml = data_metadata(configs)
+    columns = list(dict.fromkeys(c for dsd in configs.values() for ds in dsd.values() for c in ds.column_names))
+    pretty_name = pretty_name or f"MathGenie {stage.replace('_', ' ')} data"
+    card_data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        language=["en"],
+        task_categories=["text-generation", "question-answering"],
+        size_categories=[size_category(total)],
+        source_datasets=sorted({s["repo_id"] for s in sources_list if s.get("repo_id")}
+                               | {u["repo_id"] for u in upstream if u["repo_id"] != "-"}),
+        tags=["math", "synthetic", "mathgenie", stage.replace("_", "-")],
+        configs=configs_yaml,
+        dataset_info=infos_yaml,
+    )
+    funnel_rows, funnel_plot = _funnel(funnel)
+    scalars, blocks = _params_sections(params)
+    citations = [CITATIONS["MathGenie"], CITATIONS["MathCoder"]]
+    citations += [CITATIONS[s["name"]] for s in sources_list if s["name"] in CITATIONS and CITATIONS[s["name"]]
+                  not in citations]
+    for name in ("GSM8K", "MATH"):  # the method's seeds, cited even when this stage only kept one of them
+        if CITATIONS[name] not in citations:
+            citations.append(CITATIONS[name])
+    card = DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        repo_id=repo_id,
+        stage=stage,
+        stage_description=STAGE_DESCRIPTIONS.get(stage, ""),
+        summary=summary or f"{total:,} rows in {len(configs)} config(s).",
+        first_config=next(iter(configs)),
+        config_names=list(configs),
+        revision=revision or "main",
+        config_hash=config_hash,
+        row_counts=row_counts,
+        total_rows=total,
+        columns=columns,
+        lineage_text=lineage_text,
+        upstream=upstream,
+        lineage_columns=[(c, t) for c, t in LINEAGE_COLUMNS.items() if c in columns],
+        params_scalars=scalars,
+        params_blocks=blocks,
+        funnel_rows=funnel_rows,
+        funnel_plot=funnel_plot,
+        license=license,
+        sources=sources_list,
+        extra_sections=list((extra_sections or {}).items()),
+        citations=citations,
+    )
+    return DatasetCard(tidy_markdown(scrub_text(str(card))))
