@@ -1,0 +1,352 @@
+"""A process pool for math-verify with a deadline per item.
+
+math-verify's own timeout is ``signal.alarm``: it raises off the main thread and cannot interrupt sympy inside C
+code. Here each worker is a fresh ``python`` process (started with `subprocess`, so it also works from daemonic
+``multiprocessing`` workers and from threads) that answers one ``(pred, gold)`` at a time over a pipe. The parent
+waits with `selectors` (no signals); a worker that misses its deadline is killed, the item counts as not equal, and a
+new worker takes its place. Workers are reused across calls and exit when the parent closes their stdin or dies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import pickle
+import selectors
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+_BOOT_CODE = "from mathgenie.answers.pool import _worker_main; _worker_main()"
+_BOOT_TIMEOUT_S = 120.0  # a cold import of sympy on a busy machine; only a broken install takes this long
+_WORKER_MEMORY_MB = 3072
+_job_ids = itertools.count()
+
+
+def default_num_workers() -> int:
+    """The CPUs this process may use, at most 8: after the fast paths only a few percent of pairs need a worker."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _write_frame(fd: int, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _worker_main() -> None:
+    import resource
+    import signal
+
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # stray prints from libraries go to stderr, never into the protocol stream
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    limit = _WORKER_MEMORY_MB * 2**20
+    try:  # a runaway sympy computation becomes a MemoryError instead of swapping the machine
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):
+        pass
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+    from mathgenie.answers.compare import math_verify_equal
+
+    for pred, gold in (("\\frac{1}{2}", "0.5"), ("(1,2]", "(1,2)"), ("x^2+1", "1+x^2")):  # warm sympy's caches
+        math_verify_equal(pred, gold)
+    try:
+        _write_frame(out_fd, ("ready", os.getpid()))
+        while True:
+            header = _read_exact(0, _HEADER.size)
+            if header is None:
+                return
+            job, pred, gold = pickle.loads(_read_exact(0, _HEADER.unpack(header)[0]) or b"")
+            try:
+                verdict = bool(math_verify_equal(pred, gold))
+            except (Exception, RecursionError, MemoryError):
+                logger.debug("math-verify failed on %r vs %r", pred[:80], gold[:80], exc_info=True)
+                verdict = False
+            _write_frame(out_fd, (job, verdict))
+    except BrokenPipeError:  # the parent went away or closed the pool while we started
+        return
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # so workers import this mathgenie, installed or not
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        self.rfd, self.wfd = self.proc.stdout.fileno(), self.proc.stdin.fileno()
+        self.started = time.monotonic()
+        self.buf = bytearray()
+        self.ready = False
+        self.job: int | None = None
+        self.deadline: float | None = None
+
+    def send(self, obj) -> None:
+        _write_frame(self.wfd, obj)
+
+    def receive(self) -> list | None:
+        """Frames that have arrived, or None when the worker has exited."""
+        data = os.read(self.rfd, 1 << 16)
+        if not data:
+            return None
+        self.buf += data
+        frames = []
+        while len(self.buf) >= _HEADER.size:
+            size = _HEADER.unpack_from(self.buf)[0]
+            if len(self.buf) < _HEADER.size + size:
+                break
+            frames.append(pickle.loads(bytes(self.buf[_HEADER.size:_HEADER.size + size])))
+            del self.buf[:_HEADER.size + size]
+        return frames
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def close(self, grace_s: float = 1.0) -> None:
+        self.request_exit()
+        self.finish(time.monotonic() + grace_s)
+
+    def request_exit(self) -> None:
+        try:
+            self.proc.stdin.close()  # EOF: the worker returns from its loop
+        except OSError:
+            pass
+
+    def finish(self, deadline: float) -> None:
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+    def forget(self) -> None:
+        """In a forked child: drop our copies of the pipes to the parent's worker without touching it."""
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                os.close(f.fileno())
+            except OSError:
+                pass
+
+
+class CheckerPool:
+    """Worker processes running `compare.math_verify_equal`, one item at a time each, with per-item deadlines.
+
+    Thread-safe: concurrent `run` calls take turns. Use `check_batch`, which shares one pool per process; make your
+    own only to control its lifetime (``with CheckerPool() as pool: pool.run(items, timeout=5.0)``).
+    """
+
+    def __init__(self) -> None:
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.timeouts = 0  # items that missed their deadline, since the pool was made
+        self.crashes = 0  # items whose worker died under them
+
+    def __enter__(self) -> CheckerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def start(self, num_workers: int) -> None:
+        """Start workers up to ``num_workers`` without waiting for them (they import sympy meanwhile)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                while len(self._workers) < num_workers:
+                    self._workers.append(_Worker())
+            finally:
+                self._lock.release()
+
+    def run(self, items: list[tuple[str, str]], *, timeout: float | None, num_workers: int) -> list[bool]:
+        """math-verify verdicts for ``(pred, gold)`` items; an item past ``timeout`` seconds (or whose worker crashed)
+        is False."""
+        if not items:
+            return []
+        with self._lock:
+            return self._run(items, timeout, max(1, num_workers))
+
+    def _run(self, items, timeout, num_workers) -> list[bool]:
+        while len(self._workers) < min(num_workers, len(items)):
+            self._workers.append(_Worker())
+        active = self._workers[:min(num_workers, len(items))]
+        results = [False] * len(items)
+        todo = deque(range(len(items)))
+        in_flight: dict[int, int] = {}  # job id -> item index; replies to other ids (an aborted run) are dropped
+        boot_failures = 0
+        selector = selectors.DefaultSelector()
+        for w in active:
+            selector.register(w.rfd, selectors.EVENT_READ, w)
+
+        def replace(w: _Worker) -> None:
+            if w.job is not None:
+                in_flight.pop(w.job, None)
+            selector.unregister(w.rfd)
+            w.kill()
+            new = _Worker()
+            self._workers[self._workers.index(w)] = new
+            active[active.index(w)] = new
+            selector.register(new.rfd, selectors.EVENT_READ, new)
+
+        try:
+            while todo or in_flight:
+                now = time.monotonic()
+                for w in list(active):
+                    if w.ready and w.job is None and todo:
+                        index = todo.popleft()
+                        w.job, w.deadline = next(_job_ids), (now + timeout if timeout is not None else None)
+                        in_flight[w.job] = index
+                        try:
+                            w.send((w.job, *items[index]))
+                        except OSError:  # it died while idle: the item never started, so it goes back in line
+                            todo.appendleft(index)
+                            self.crashes += 1
+                            replace(w)
+                waits = [w.deadline for w in active if w.job is not None and w.deadline is not None]
+                waits += [w.started + _BOOT_TIMEOUT_S for w in active if not w.ready]
+                wait = max(0.0, min(waits) - now) if waits else None
+                for key, _ in selector.select(wait):
+                    w = key.data
+                    frames = w.receive()
+                    if frames is None:  # the worker exited
+                        if not w.ready:
+                            boot_failures += 1
+                            if boot_failures >= 3:
+                                raise RuntimeError(
+                                    f"the answer-checker worker exited during start-up (exit code {w.proc.wait()}); "
+                                    f"its stderr is above. Check that `{sys.executable} -c 'import math_verify, "
+                                    "mathgenie.answers'` works."
+                                )
+                        elif w.job is not None:
+                            self.crashes += 1
+                            logger.warning("answer-checker worker died on %r vs %r; counted as not equal",
+                                           *(x[:80] for x in items[in_flight[w.job]]))
+                        replace(w)
+                        continue
+                    for frame in frames:
+                        if frame[0] == "ready":
+                            w.ready = True
+                        elif frame[0] == w.job:
+                            results[in_flight.pop(w.job)] = frame[1]
+                            w.job = w.deadline = None
+                now = time.monotonic()
+                for w in list(active):
+                    if w.job is not None and w.deadline is not None and now >= w.deadline:
+                        self.timeouts += 1
+                        logger.warning("answer check timed out after %.1fs on %r vs %r; counted as not equal",
+                                       timeout, *(x[:80] for x in items[in_flight[w.job]]))
+                        replace(w)
+                    elif not w.ready and now >= w.started + _BOOT_TIMEOUT_S:
+                        raise RuntimeError(f"the answer-checker worker did not start within {_BOOT_TIMEOUT_S:.0f}s")
+        except BaseException:
+            for w in list(active):  # a busy worker would answer into the next run: stop it
+                if w.job is not None or not w.ready:
+                    self._workers.remove(w)
+                    w.kill()
+            raise
+        finally:
+            selector.close()
+        return results
+
+    def close(self) -> None:
+        with self._lock:
+            for w in self._workers:
+                w.request_exit()
+            deadline = time.monotonic() + 1.0
+            for w in self._workers:
+                w.finish(deadline)
+            self._workers.clear()
+
+    def _forget(self) -> None:
+        for w in self._workers:
+            w.forget()
+        self._workers.clear()
+        self._lock = threading.Lock()
+
+
+_shared: CheckerPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> CheckerPool:
+    """The process-wide pool used by `is_equivalent` and `check_batch`."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = CheckerPool()
+        return _shared
+
+
+def shutdown() -> None:
+    """Stop the shared pool's workers (they are restarted on the next call that needs them)."""
+    global _shared
+    with _shared_lock:
+        pool, _shared = _shared, None
+    if pool is not None:
+        pool.close()
+
+
+def _after_fork_in_child() -> None:
+    global _shared, _shared_lock
+    _shared_lock = threading.Lock()
+    if _shared is not None:
+        _shared._forget()  # the workers belong to the parent
+        _shared = None
+
+
+atexit.register(shutdown)
+os.register_at_fork(after_in_child=_after_fork_in_child)
