@@ -1,0 +1,202 @@
+"""Sandbox throughput: isolated sympy executions per second versus a fresh interpreter and an unisolated warm pool.
+
+Each "solution" is one session running 1-3 blocks (a sympy quadratic solve, a Rational, an expression using both),
+as code-integrated solutions do. Two workloads:
+
+- ``anchor``: the same blocks every time (the research anchor's "solve a quadratic + a Rational" snippet, so sympy's
+  cache answers most of the work);
+- ``varied``: coefficients change per solution (200 distinct quadratics), so more of sympy's work is real.
+
+Rows, all with 2 workers on this machine and measured in the same run:
+
+- fresh ``python -c`` per block (the session's earlier blocks replayed first; a few solutions only, it is slow);
+- ``Sandbox`` (isolated) driven like the solver: 64 solutions in flight through ``submit``, each closed when done;
+  with process reuse (default) and with a fresh process per session (``reuse_processes=False``);
+- ``Sandbox.run_batch(..., close_sessions=True)`` on all solutions at once;
+- an unisolated warm pool: 2 processes with the same modules imported, sessions pinned to a process, ``exec`` in a
+  dict per session, no limits and no isolation (what ToRA-style harnesses do).
+
+Also: the cost of a session's first block in a freshly forked process versus a reused one.
+
+    flock /tmp/mathgenie-heavy.lock python benchmarks/execution.py [--solutions 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing as mp
+import queue
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from mathgenie.execution import Sandbox
+
+WORKERS = 2
+
+
+def solution(i: int, workload: str) -> list[str]:
+    k = 0 if workload == "anchor" else i % 200
+    a, b, c = k % 13 + 2, k // 13 + 3, k % 7 + 2
+    blocks = [
+        f"from sympy import *\nx = symbols('x')\nroots = solve(x**2 - {a + b}*x + {a * b}, x)\nroots",
+        f"q = Rational({a}, {c}) + Rational(1, {b})\nprint(q)",
+        "sum(roots) * q",
+    ]
+    return blocks[: 1 + i % 3]
+
+
+def drive(sandbox: Sandbox, solutions: list[list[str]], in_flight: int = 64) -> tuple[float, int]:
+    """Run solutions like the solver does: submit a block, on its result submit the next, close when done."""
+    todo = iter(enumerate(solutions))
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+
+    def submit(i: int, blocks: list[str], k: int) -> None:
+        sandbox.submit(blocks[k], session=i).add_done_callback(lambda f: finished.put((i, blocks, k, f.result())))
+
+    def start() -> bool:
+        for i, blocks in todo:
+            submit(i, blocks, 0)
+            return True
+        return False
+
+    active = sum(start() for _ in range(in_flight))
+    done = 0
+    started = time.perf_counter()
+    while active:
+        i, blocks, k, result = finished.get()
+        if result.error is not None:
+            raise RuntimeError(f"block failed: {result}")
+        done += 1
+        if k + 1 < len(blocks):
+            submit(i, blocks, k + 1)
+        else:
+            sandbox.close_session(i)
+            active -= 1
+            active += start()
+    return time.perf_counter() - started, done
+
+
+def batch(sandbox: Sandbox, solutions: list[list[str]]) -> tuple[float, int]:
+    pairs = [(i, block) for i, blocks in enumerate(solutions) for block in blocks]
+    started = time.perf_counter()
+    results = sandbox.run_batch(pairs, close_sessions=True)
+    elapsed = time.perf_counter() - started
+    assert all(r.error is None for r in results), [r for r in results if r.error][:1]
+    return elapsed, len(pairs)
+
+
+def fresh_interpreter(solutions: list[list[str]]) -> tuple[float, int]:
+    def run(blocks: list[str]) -> int:
+        for k in range(len(blocks)):  # a fresh process per block: replay the earlier blocks to rebuild the state
+            subprocess.run([sys.executable, "-c", "\n".join(blocks[: k + 1])], check=True, capture_output=True)
+        return len(blocks)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        done = sum(pool.map(run, solutions))
+    return time.perf_counter() - started, done
+
+
+def _pool_worker(conn) -> None:
+    import fractions  # noqa: F401
+    import math  # noqa: F401
+
+    import numpy  # noqa: F401
+    import sympy  # noqa: F401
+
+    namespaces: dict = {}
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        session, code = message
+        if code is None:
+            namespaces.pop(session, None)
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(code, namespaces.setdefault(session, {}))
+        conn.send(out.getvalue())
+
+
+def warm_pool(solutions: list[list[str]]) -> tuple[float, int]:
+    """2 warm processes; each solution's blocks go, in order, to the process its session is pinned to."""
+    ctx = mp.get_context("fork")
+    pipes = [ctx.Pipe() for _ in range(WORKERS)]
+    procs = [ctx.Process(target=_pool_worker, args=(child,), daemon=True) for _, child in pipes]
+    for proc in procs:
+        proc.start()
+    for parent, _ in pipes:  # wait until both have imported
+        parent.send((-1, "1"))
+        parent.recv()
+
+    def serve(worker: int) -> int:
+        parent, done = pipes[worker][0], 0
+        for i in range(worker, len(solutions), WORKERS):
+            for block in solutions[i]:
+                parent.send((i, block))
+                parent.recv()
+                done += 1
+            parent.send((i, None))
+        return done
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        done = sum(pool.map(serve, range(WORKERS)))
+    elapsed = time.perf_counter() - started
+    for (parent, _), proc in zip(pipes, procs):
+        parent.send(None)
+        proc.join()
+    return elapsed, done
+
+
+def first_block_cost(reuse: bool, sessions: int = 60) -> float:
+    """Median ms for a session's first block (one at a time): fork + copy-on-write warm-up, or a reused process."""
+    times = []
+    with Sandbox(num_workers=1, reuse_processes=reuse) as sandbox:
+        for i in range(sessions + 5):
+            started = time.perf_counter()
+            sandbox.run(solution(i, "anchor")[0], session=i)
+            times.append(time.perf_counter() - started)
+            sandbox.close_session(i)
+    return sorted(times[5:])[len(times[5:]) // 2] * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--solutions", type=int, default=1500, help="solutions per Sandbox/pool row")
+    parser.add_argument("--fresh-solutions", type=int, default=6, help="solutions for the fresh-interpreter row")
+    args = parser.parse_args()
+
+    rows = []
+    for workload in ("anchor", "varied"):
+        solutions = [solution(i, workload) for i in range(args.solutions)]
+        rows.append((workload, "fresh `python -c` per block", *fresh_interpreter(solutions[: args.fresh_solutions])))
+        with Sandbox(num_workers=WORKERS) as sandbox:
+            drive(sandbox, solutions[:200])  # warm up: fork the session processes once
+            rows.append((workload, "Sandbox, submit (64 in flight), process reuse", *drive(sandbox, solutions)))
+            rows.append((workload, "Sandbox, run_batch(close_sessions=True)", *batch(sandbox, solutions)))
+        with Sandbox(num_workers=WORKERS, reuse_processes=False) as sandbox:
+            drive(sandbox, solutions[:100])
+            rows.append((workload, "Sandbox, submit (64 in flight), fresh process per session",
+                         *drive(sandbox, solutions[: args.solutions // 3])))
+        rows.append((workload, "unisolated warm pool (ToRA-style, sessions pinned)", *warm_pool(solutions)))
+
+    print(f"\nIsolated sympy executions per second, {WORKERS} workers ({mp.cpu_count()} CPUs)\n")
+    print("| workload | runner | blocks | seconds | executions/s |")
+    print("|---|---|---:|---:|---:|")
+    for workload, runner, elapsed, done in rows:
+        print(f"| {workload} | {runner} | {done} | {elapsed:.2f} | {done / elapsed:,.1f} |")
+    print("\nFirst block of a new session, median of 60 (1 worker, sessions one at a time):\n")
+    print("| session process | ms |")
+    print("|---|---:|")
+    print(f"| freshly forked from the zygote | {first_block_cost(False):.1f} |")
+    print(f"| reused (previous session passed the reuse check) | {first_block_cost(True):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
