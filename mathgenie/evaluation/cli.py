@@ -1,0 +1,89 @@
+"""``mathgenie eval``: accuracy of a model on GSM8K, MATH, MATH-500, SVAMP, SimulEq and Mathematics.
+
+    mathgenie eval --model org/MathGenieLM --revision v1.0                  # all benchmarks, greedy, from the Hub
+    mathgenie eval --model ./checkpoint --benchmarks gsm8k,math500 --limit 200 --data-dir data/evals
+    mathgenie eval --model org/MathGenieLM --n 10 --temperature 0.7         # maj@10
+    mathgenie eval --model org/MathGenieLM --verify-rounds 2 --push-card    # verified inference, results -> card
+    mathgenie eval --config eval.yaml --limit 50                            # YAML keys = the flags; flags win
+
+Writes ``results.json``, ``results.md`` and ``predictions/<benchmark>.parquet`` (every solution with its code
+executions) to ``--output-dir``; ``--push-card`` adds the results to the model repo's model-index as a new commit,
+``--push-predictions REPO`` publishes the predictions as a dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import typing
+from dataclasses import MISSING, fields
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_value(text: str, annotation: str):
+    if "dict" in annotation:
+        return json.loads(text)
+    if annotation.startswith("int"):
+        return int(text)
+    if annotation.startswith("float"):
+        return float(text)
+    if text == "" and "None" in annotation:
+        return None
+    return text
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from mathgenie.evaluation.config import EvalConfig  # light: no torch, vllm or datasets
+
+    p = subparsers.add_parser("eval", help="evaluate a model on the math benchmarks", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file of EvalConfig fields (command-line flags override it)")
+    for f in fields(EvalConfig):
+        flag = "--" + f.name.replace("_", "-")
+        annotation = str(f.type)
+        help_ = f.metadata.get("help", "")
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if annotation == "bool":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{help_} (default: {default})")
+        else:
+            choices = f.metadata.get("choices")
+            p.add_argument(flag, dest=f.name, default=None, metavar=None if choices else f.name.upper(), choices=choices,
+                           type=lambda t, a=annotation: _parse_value(t, a),
+                           help=f"{help_} (default: {', '.join(default) if isinstance(default, list) else default})")
+    p.set_defaults(func=main)
+    return p
+
+
+def config_from_args(args) -> "EvalConfig":
+    import yaml
+
+    from mathgenie.evaluation.config import EvalConfig
+
+    values: dict[str, typing.Any] = {}
+    if args.config:
+        with open(args.config) as f:
+            values = yaml.safe_load(f) or {}
+        unknown = sorted(set(values) - {f.name for f in fields(EvalConfig)})
+        if unknown:
+            raise SystemExit(f"{args.config}: unknown key(s) {unknown}; valid keys: "
+                             f"{sorted(f.name for f in fields(EvalConfig))}")
+    values.update({f.name: getattr(args, f.name) for f in fields(EvalConfig) if getattr(args, f.name) is not None})
+    return EvalConfig(**values)
+
+
+def main(args) -> int:
+    from mathgenie.evaluation.run import EvalConfigError, evaluate_model
+
+    try:
+        cfg = config_from_args(args)
+    except EvalConfigError as e:
+        raise SystemExit(f"mathgenie eval: {e}") from None
+    run = evaluate_model(cfg)
+    print(run.table)  # the command's result, on stdout
+    logger.info("wrote %s", ", ".join(run.files))
+    if run.card_commit:
+        logger.info("model card updated: commit %s", run.card_commit)
+    return 0
