@@ -133,6 +133,21 @@ def test_shards_merged_equal_the_unsharded_run(tmp_path, sandbox):
         assert whole and whole == sharded, stage
 
 
+def test_empty_shards_finish_with_empty_parts_and_the_union_is_unchanged(tmp_path, sandbox):
+    # 8 seed families in 16 shards: some shards get nothing and must still be marked done, not crash.
+    from mathgenie.generation.shards import shard_of
+
+    make_pipeline(tmp_path / "whole", sandbox)[0].run(NO_PUSH)
+    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false"])
+    seeds = StageStore(tmp_path / "whole", "seed").read(stage_hashes(cfg)["seed"])["id"]
+    empty = [i for i in range(16) if all(shard_of(s, 16) != i for s in seeds)]
+    assert empty, "the demo seed should leave some of 16 shards empty"
+    for i in range(16):
+        make_pipeline(tmp_path / "sharded", sandbox, shard=f"{i}/16")[0].run(NO_PUSH)
+    for stage in GENERATED:
+        assert rows(tmp_path / "whole", stage) == rows(tmp_path / "sharded", stage), stage
+
+
 def test_push_publishes_every_stage_with_one_tag_and_the_funnel(tmp_path, sandbox, hub):
     from datasets import load_dataset
     from huggingface_hub import HfApi

@@ -75,7 +75,15 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if stages is None and not config.push.enabled:
         stages = [s for s in STAGE_NAMES if s != "push"]
-    funnel = Pipeline(config, shard=shard).run(stages)
+    if config.executor == "ray":
+        if shard.count > 1:
+            print("mathgenie run: --shard and executor: ray exclude each other; set ray.num_shards instead")
+            return 2
+        from mathgenie.scale.ray_executor import run_on_ray
+
+        funnel = run_on_ray(config, stages, config.ray)
+    else:
+        funnel = Pipeline(config, shard=shard).run(stages)
     print(funnel_table(funnel))
     if method_table(funnel):
         print("\nrows per augmentation method:\n" + method_table(funnel))

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from mathgenie.generation.engine import ModelSpec
+from mathgenie.scale.config import RayConfig
 
 STAGES = ("seed", "augment", "back_translate", "solve", "verify", "decontaminate", "push")
 # directory / dataset name of each stage's output
@@ -218,10 +219,15 @@ class PipelineConfig:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    executor: str = field(default="local", metadata={
+        "help": "'local' (this process; --shard I/N runs one slice, e.g. a Slurm array task) or 'ray' (all shards "
+                "on a Ray cluster, see `ray`).", "choices": ["local", "ray"]})
+    ray: RayConfig = field(default_factory=RayConfig, metadata={"help": "Ray executor settings (executor: ray)."})
 
     def __post_init__(self):
         _positive("limit", self.limit, allow_none=True)
         _positive("max_in_flight", self.max_in_flight)
+        _choices("executor", self.executor, ("local", "ray"))
 
     def model_for(self, stage: str) -> ModelConfig:
         """The model of ``stage``; the verifier defaults to the solver's model (M_code does both in the paper)."""

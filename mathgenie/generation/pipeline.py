@@ -166,6 +166,10 @@ class Pipeline:
         up = INPUT_OF[stage]
         rows = StageStore(self.root, OUTPUT_OF[up]).read(self.hashes[up], self.shard)
         cfg = getattr(self.config, stage)
+        if not len(rows):  # an empty shard (more shards than seed families): nothing to do, but it must be marked done
+            stats = StageStats(stage=stage)
+            return self._write(stage, store, shard, schema.empty_dataset(OUTPUT_OF[stage]), stats,
+                               dataclasses.asdict(cfg), None)
         engine = self.engine(stage) if self._needs_engine(stage, rows) else None
         stats = StageStats(stage=stage)
         kwargs = {"template": self.config.model_for(stage).template, "random_seed": self.config.random_seed,
