@@ -11,6 +11,8 @@ wall-clock ``seconds``.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -118,11 +120,15 @@ def write_funnel(stats: list[StageStats], out_dir: str | Path) -> tuple[Path, Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "funnel.json"
-    tmp = json_path.with_suffix(".json.tmp")
+    # Unique temporary names: concurrent shard runs (a Slurm array on shared storage) may write at the same time.
+    unique = f"{socket.gethostname()}.{os.getpid()}.tmp"
+    tmp = json_path.with_name(f"funnel.json.{unique}")
     tmp.write_text(json.dumps({"stages": [s.to_dict() for s in stats]}, indent=2) + "\n")
     tmp.replace(json_path)
     png_path = out_dir / "funnel.png"
-    plot_funnel(stats, png_path)
+    png_tmp = png_path.with_name(f"funnel.{unique}.png")
+    plot_funnel(stats, png_tmp)
+    png_tmp.replace(png_path)
     return json_path, png_path
 
 
