@@ -3,8 +3,8 @@
 Pairs come from the 5,000 MATH test gold answers: for each gold, reformatted equivalents (frac/dfrac, a/b, decimals,
 ``x =``, ``$...$``, ``\\boxed{}``, spacing, ``\\left(\\right)``, thousands commas, reordered sets, units) and
 perturbed non-equivalents (a number +-1, a digit changed, the sign flipped, an interval bracket flipped, a fraction
-inverted). `check_batch` runs with 2 worker processes; the baseline is plain math-verify (``parse`` + ``verify`` per
-pair, one process) on a random subsample, with our checker's accuracy on the same subsample beside it, and the same
+inverted). `check_batch` runs with ``num_workers=2`` (the pairs left after its fast paths go to at most 2 math-verify
+processes); the baseline is plain math-verify (``parse`` + ``verify`` per pair, one process) on a random subsample, with our checker's accuracy on the same subsample beside it, and the same
 subsample sent through the worker pool alone (math-verify + guard, no fast paths).
 
     flock /tmp/mathgenie-heavy.lock python benchmarks/answers.py [--data PATH] [--baseline-pairs 1500]
@@ -188,13 +188,15 @@ def main() -> None:
           f"timeouts: {timeouts}\n")
     print("| checker | pairs | checks/s | recall (equiv.) | false-positive rate (perturbed) |")
     print("|---|---|---|---|---|")
-    print(f"| mathgenie check_batch, 2 workers, cold (pool start included) | {len(cold_pairs)} | "
+    print(f"| mathgenie check_batch, num_workers={args.num_workers}, cold (pool start included) | {len(cold_pairs)} | "
           f"{len(cold_pairs) / cold_s:,.0f} | | |")
-    print(f"| mathgenie check_batch, 2 workers, warm pool | {len(warm_pairs)} | {len(warm_pairs) / warm_s:,.0f} | | |")
+    print(f"| mathgenie check_batch, num_workers={args.num_workers}, warm pool | {len(warm_pairs)} | "
+          f"{len(warm_pairs) / warm_s:,.0f} | | |")
     print(f"| mathgenie check_batch, all pairs | {len(pairs)} | {len(pairs) / (cold_s + warm_s):,.0f} | "
           f"{rec:.4f} | {fpr:.4f} |")
     print(f"| mathgenie, baseline subsample | {len(sample)} | | {rec_s:.4f} | {fpr_s:.4f} |")
-    print(f"| math-verify + guard on the worker pool only (no fast paths), 2 workers, cold | {len(sample)} | "
+    print(f"| math-verify + guard on the worker pool only (no fast paths), {args.num_workers} workers, cold | "
+          f"{len(sample)} | "
           f"{len(sample) / pooled_s:,.0f} | {pool_rec:.4f} | {pool_fpr:.4f} |")
     print(f"| math-verify 0.9 parse+verify, 1 process (baseline) | {len(sample)} | {len(sample) / mv_s:,.0f} | "
           f"{mv_rec:.4f} | {mv_fpr:.4f} |")

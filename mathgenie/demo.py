@@ -39,7 +39,7 @@ model:
   max_model_len: 4096
   engine_kwargs: {}
 seed:
-  limit_per_source: 4        # 4 GSM8K + 4 MATH seed problems
+  limit_per_source: 8        # 8 GSM8K + 8 MATH seed problems
 augment:
   methods: [mathgenie]
   rounds: 2                  # K
@@ -50,7 +50,7 @@ augment:
 back_translate:
   n: 1
   temperature: 0.7
-  max_tokens: 128
+  max_tokens: 160
 solve:
   n: 2                       # two solutions per question, so the consistency filter has something to compare
   format: markdown           # a chat model does not know LCE; it writes ```python blocks, stored as LCE blocks

@@ -319,6 +319,43 @@ def test_a_killed_worker_is_restarted(sandbox):
     assert_healthy(sandbox)
 
 
+def test_a_hung_worker_is_replaced_but_an_idle_one_is_not(monkeypatch):
+    from mathgenie.execution import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_HUNG_GRACE_S", 0.5)  # "hung" = no answer for timeout + 0.5 s
+    with Sandbox(timeout=1, num_workers=1) as sb:
+        launcher = sb._workers[0].proc.pid
+        assert sb.run("a = 1", "s").output == ""
+        time.sleep(3)  # idle for longer than the hung threshold: not a hang
+        assert sb.run("a", "s").output == "1\n" and sb._workers[0].proc.pid == launcher
+        zygote = min(descendants(launcher))
+        os.kill(zygote, signal.SIGSTOP)  # the worker stops answering
+        hung = sb.run("a", "s")
+        assert hung.error.startswith("SandboxError") and hung.session_reset
+        assert sb._workers[0].proc.pid != launcher
+        assert sb.run("2 + 2", "s").output == "4\n"
+
+
+def test_clip_keeps_head_and_tail_within_the_limit():
+    from mathgenie.execution.cell import clip
+
+    text = "".join(f"line {i}\n" for i in range(1000))
+    for limit in (100, 333, 2000):
+        out = clip(text, limit=limit)
+        assert len(out) <= limit and out.startswith("line 0\n") and out.endswith("line 999\n")
+        head, rest = out.split("\n... [", 1)
+        cut, tail = rest.split(" characters truncated] ...\n", 1)
+        assert text.startswith(head) and text.endswith(tail) and len(head) + int(cut) + len(tail) == len(text)
+    assert clip("short", limit=100) == "short"
+    out = clip("head", "tail", omitted=10_000, limit=100)
+    assert out == "head\n... [10000 characters truncated] ...\ntail"
+
+
+def test_a_broken_preload_is_a_startup_error_not_missing_isolation():
+    with pytest.raises(SandboxError, match="no_such_module"):
+        Sandbox(num_workers=1, preload=("sympy", "no_such_module"))
+
+
 def test_without_namespaces_it_fails_closed_unless_explicitly_allowed():
     script = textwrap.dedent("""\
         import logging, sys

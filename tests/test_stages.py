@@ -500,3 +500,7 @@ def test_a_prompt_the_engine_refuses_is_dropped_not_fatal():
     stats = StageStats()
     out = augment.run(seed_dataset(), AugmentConfig(rounds=1), Refusing(unique_rewrite), stats=stats)
     assert out["seed_id"] == ["gsm8k/train/0"] and stats.dropped == {"rejected": 1}
+
+
+def test_a_question_that_states_its_answer_is_cut_there():
+    assert back_translate.clean_question("How many pages are left?\nThe answer is 0.115.") == "How many pages are left?"

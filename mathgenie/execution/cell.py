@@ -28,29 +28,24 @@ _HEAD_SHARE = 0.4  # of the output budget kept from the start; the rest (traceba
 
 def clip(head: str, tail: str = "", omitted: int = 0, limit: int = 2000) -> str:
     """Fit ``head + <omitted characters> + tail`` into ``limit`` characters, keeping the start and the end and
-    naming how much was cut. ``omitted`` counts text already dropped between ``head`` and ``tail``."""
+    saying how much was cut. ``omitted`` counts text already dropped between ``head`` and ``tail``."""
+    if not omitted and len(head) + len(tail) <= limit:
+        return head + tail
     if not omitted:
         head, tail = head + tail, ""
-        if len(head) <= limit:
-            return head
     total = len(head) + omitted + len(tail)
-    marker = ""
-    for _ in range(3):  # the marker's length depends on the count it prints; settle in a few rounds
-        budget = max(limit - len(marker), 0)
+    # The marker's count is at most ``total``, so this reserves enough room for it.
+    budget = max(limit - len(f"\n... [{total} characters truncated] ...\n"), 0)
+    if tail:  # already cut in the middle: the end comes from ``tail``, and one side may use the other's spare room
+        keep_tail = min(len(tail), budget - min(int(budget * _HEAD_SHARE), len(head)))
+        keep_head = min(len(head), budget - keep_tail)
+        end = tail
+    else:
         keep_head = int(budget * _HEAD_SHARE)
         keep_tail = budget - keep_head
-        if not tail:  # one contiguous text: take the tail from its end
-            kept = head[:keep_head] + (head[len(head) - keep_tail:] if keep_tail else "")
-        else:
-            keep_head = min(keep_head, len(head))
-            keep_tail = min(budget - keep_head, len(tail))
-            kept = head[:keep_head] + (tail[len(tail) - keep_tail:] if keep_tail else "")
-        marker = f"\n... [{total - len(kept)} characters truncated] ...\n"
-    if len(marker) >= limit:
-        return marker[:limit]
-    if not tail:
-        return head[:keep_head] + marker + (head[len(head) - keep_tail:] if keep_tail else "")
-    return head[:keep_head] + marker + (tail[len(tail) - keep_tail:] if keep_tail else "")
+        end = head
+    marker = f"\n... [{total - keep_head - keep_tail} characters truncated] ...\n"
+    return head[:keep_head] + marker + (end[len(end) - keep_tail:] if keep_tail else "")
 
 
 def read_output(fd: int, limit: int) -> tuple[str, str, int]:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import traceback
 
 import mathgenie
 from mathgenie.execution import cell, linux, protocol
@@ -58,7 +59,11 @@ def _warm_up(preload: list[str], workdir: str) -> None:
     gc.freeze()  # keep the collector from touching (and so copying) the zygote's objects in every session
 
 
+_stage = "isolation"  # what failed, for the host: "isolation" (namespaces, root view), "startup", "serving"
+
+
 def _zygote(config: dict) -> None:
+    global _stage
     if config["isolated"]:
         # Dies with the launcher. (Unisolated, the zygote is the launcher, whose parent is a host *thread* that may
         # end at any time; it exits on EOF from the host instead.)
@@ -71,11 +76,13 @@ def _zygote(config: dict) -> None:
         warm_dir = "/tmp"
     else:
         warm_dir = tempfile.mkdtemp(prefix="mathgenie-warmup-")
+    _stage = "startup"
     _warm_up(config["preload"], warm_dir)
     if not config["isolated"]:
         shutil.rmtree(warm_dir, ignore_errors=True)
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     protocol.write_frame(HOST_OUT, {"event": "ready", "pid": os.getpid(), "uid": os.getuid()})
+    _stage = "serving"
     Zygote(config).serve()
 
 
@@ -105,7 +112,8 @@ def main() -> None:
         _zygote(config)
     except BaseException as exc:  # noqa: BLE001 -- the host needs the reason, whatever it is
         try:
-            protocol.write_frame(HOST_OUT, {"event": "fatal", "error": f"{type(exc).__name__}: {exc}"})
+            traceback.print_exc()  # into the worker's log
+            protocol.write_frame(HOST_OUT, {"event": "fatal", "stage": _stage, "error": f"{type(exc).__name__}: {exc}"})
         finally:
             os._exit(1)
 

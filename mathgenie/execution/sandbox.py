@@ -135,7 +135,8 @@ class Sandbox:
             entry = self._sessions.get(session)
             if entry is not None and entry[0].generation == entry[2]:
                 return entry[0], entry[1]
-            worker = min(self._workers, key=lambda w: w.live_sessions)
+            usable = [w for w in self._workers if not w.closing] or self._workers  # else its failure is raised
+            worker = min(usable, key=lambda w: w.live_sessions)
             worker.live_sessions += 1
             sid = next(self._session_ids)
             self._sessions[session] = (worker, sid, worker.generation)

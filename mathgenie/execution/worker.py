@@ -87,6 +87,8 @@ class Worker:
         self.live_sessions = 0
         self.generation = 0
         self.closing = False
+        self.failure: str | None = None
+        self.last_progress = time.monotonic()
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
         self.reader: threading.Thread | None = None
@@ -116,7 +118,10 @@ class Worker:
             message = self._handshake_frame(deadline)
         if message.get("event") == "fatal":
             self.kill()
-            raise SandboxUnavailableError(message.get("error", "unknown error"))
+            if message.get("stage") == "isolation":
+                raise SandboxUnavailableError(message.get("error", "unknown error"))
+            raise SandboxError(f"worker {self.index} failed to start: {message.get('error')}; its log:\n"
+                               f"{self.log_tail()}")
         if message.get("event") != "ready":
             self.kill()
             raise SandboxError(f"worker {self.index} sent {message!r} instead of 'ready'")
@@ -178,7 +183,9 @@ class Worker:
     def send(self, message: dict, future: Future | None = None) -> None:
         with self.lock:
             if self.closing:
-                raise SandboxError("the sandbox is closed")
+                raise SandboxError(self.failure or "the sandbox is closed")
+            if not self.pending:
+                self.last_progress = time.monotonic()  # the hung-worker clock starts when work is outstanding
             if future is not None:
                 message["id"] = request_id = next(self.ids)
                 self.pending[request_id] = future
@@ -232,6 +239,7 @@ class Worker:
                 self.start()
             except (SandboxError, SandboxUnavailableError) as exc:
                 logger.error("sandbox worker %d could not be restarted: %s", self.index, exc)
+                self.failure = f"sandbox worker {self.index} died and could not be restarted: {exc}"
                 self.closing = True
         reason = f"the sandbox worker died (status {proc.returncode}) and was restarted"
         for future in lost.values():

@@ -78,16 +78,23 @@ class Zygote:
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         output = os.memfd_create("mathgenie-output", 0)
         workdir = "/tmp" if self.isolated else tempfile.mkdtemp(dir=self.workdir_base)
-        if self.isolated:
-            linux.unshare(linux.CLONE_NEWPID)  # the next child is pid 1 of a fresh pid namespace
-        pid = os.fork()
+        try:
+            if self.isolated:
+                linux.unshare(linux.CLONE_NEWPID)  # the next child is pid 1 of a fresh pid namespace
+            pid = os.fork()
+        except OSError:
+            for fd in (request_r, request_w, result_r, result_w, output):
+                os.close(fd)
+            if self.isolated:
+                linux.setns(self.pidns_fd, linux.CLONE_NEWPID)
+            raise
         if pid == 0:
             try:
                 self._become_session(request_r, result_w, output, workdir)
             except BaseException as exc:  # noqa: BLE001 -- report any setup failure, never return to the loop
                 os.write(2, f"mathgenie sandbox: session setup failed: {exc!r}\n".encode())
             os._exit(70)
-        if self.isolated:
+        if self.isolated:  # back to our own namespace, so the next unshare makes a fresh one for the next child
             linux.setns(self.pidns_fd, linux.CLONE_NEWPID)
         os.close(request_r)
         os.close(result_w)
