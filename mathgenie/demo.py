@@ -144,7 +144,15 @@ import sys, yaml
 from datasets import load_dataset
 from mathgenie.schema import blocks_to_plain_text
 repo = yaml.safe_load(sys.argv[1])
-ds = load_dataset(repo["repo_id"], revision=repo["tag"], split="train")
+try:
+    ds = load_dataset(repo["repo_id"], revision=repo["tag"], split="train")
+except ValueError as e:  # `datasets` cannot load a split whose parquet has 0 rows
+    if "corresponds to no data" not in str(e):
+        raise
+    from huggingface_hub import HfApi
+    files = HfApi().list_repo_files(repo["repo_id"], repo_type="dataset", revision=repo["tag"])
+    print(f"[demo] {repo['repo_id']}@{repo['tag']}: 0 rows verified this run; the repo holds {sorted(files)}")
+    sys.exit(0)
 print(f"[demo] {repo['repo_id']}@{repo['tag']}: {ds.num_rows} rows, columns {ds.column_names}")
 for row in ds.select(range(min(1, ds.num_rows))):
     print("[demo] a verified row:")
