@@ -22,7 +22,9 @@ COMMANDS = {
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mathgenie", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mathgenie", description="MathGenie-style synthetic math data: build, generate, publish, train, evaluate."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
