@@ -10,11 +10,11 @@ starts writing a question.
 
 Cleaning (`clean_question`): the ``New Problem:`` prefix is stripped, and anything from a line that starts a
 solution or answer (``Solution:``, ``Answer:``, ``Here's a possible solution``, ``The answer is``) on is cut, since an
-instruct model often solves the problem it just wrote. A question is dropped (reason in the funnel) when it is empty or shorter than
-``min_chars`` (``too_short``), longer than ``max_chars`` (``too_long``), cut at ``max_tokens`` (``truncated``), made of
-repeated lines (``repetitive``), asks nothing (no ``?`` and no word like find/compute/what/how: ``not_a_question``),
-equal to its source solution (``copies_solution``) or an exact duplicate of an earlier question of the same seed
-(``duplicate``).
+instruct model often solves the problem it just wrote. A question is dropped (reason in the funnel) when it is empty
+or shorter than ``min_chars`` (``too_short``), longer than ``max_chars`` (``too_long``), cut at ``max_tokens``
+(``truncated``), made of repeated lines (``repetitive``), asks nothing (no ``?`` and no word like find/compute/what/how:
+``not_a_question``), equal to its source solution (``copies_solution``) or an exact duplicate of an earlier question of
+the same seed (``duplicate``).
 
 Rows that already carry a question (MetaMath augmenters) pass through with ``question_id = {id}/q0``. Otherwise
 ``question_id = {augmented_id}/q{k}`` for sample ``k`` of ``n``.
@@ -36,7 +36,8 @@ from mathgenie.schema import BACK_TRANSLATED_FEATURES, empty_dataset
 
 _PREFIX = re.compile(r"^\s*(\*\*|#+\s*)?\s*new\s+(math\s+)?problem\s*(\*\*)?\s*:?\s*(\*\*)?\s*", re.I)
 _SOLUTION_START = re.compile(r"^\s*(\*\*|#+\s*)?\s*(((new\s+)?solution|answer|explanation)\s*(\*\*)?\s*:|"
-                             r"here('s| is) (a|the|one) (possible |new )?(solution|answer)|the (final )?answer is\b)", re.I | re.M)
+                             r"here('s| is) (a|the|one) (possible |new )?(solution|answer)|the (final )?answer is\b)",
+                             re.I | re.M)
 # A question asks something: a question mark or an imperative/interrogative word of math problems.
 _QUESTION_CUE = re.compile(r"\?|\b(find|compute|calculate|determine|evaluate|simplify|solve|express|what|how|which|"
                            r"show|prove|list)\b", re.I)

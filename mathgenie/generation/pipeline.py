@@ -168,8 +168,9 @@ class Pipeline:
         cfg = getattr(self.config, stage)
         if not len(rows):  # an empty shard (more shards than seed families): nothing to do, but it must be marked done
             stats = StageStats(stage=stage)
-            return self._write(stage, store, shard, schema.empty_dataset(OUTPUT_OF[stage]), stats,
-                               dataclasses.asdict(cfg), None)
+            features = augment.AUGMENTED_ROW_FEATURES if stage == "augment" else schema.STAGE_FEATURES[OUTPUT_OF[stage]]
+            empty = datasets.Dataset.from_dict({k: [] for k in features}, features=features)  # same schema as others
+            return self._write(stage, store, shard, empty, stats, dataclasses.asdict(cfg), None)
         engine = self.engine(stage) if self._needs_engine(stage, rows) else None
         stats = StageStats(stage=stage)
         kwargs = {"template": self.config.model_for(stage).template, "random_seed": self.config.random_seed,

