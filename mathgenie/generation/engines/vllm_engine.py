@@ -8,7 +8,9 @@ requests join the running batch while others decode (continuous batching by vLLM
 Determinism: every request carries its own seed (vLLM v1 keeps one ``torch.Generator`` per seeded request), so a
 (prompt, params, seed) gives the same completion whatever else is in the batch, as long as batch-dependent numerics
 (padding, kernel choice for different batch shapes) do not flip a token; vLLM only guarantees bitwise batch
-invariance with ``VLLM_BATCH_INVARIANT=1`` on supported GPUs. The same call repeated gives the same result.
+invariance with ``VLLM_BATCH_INVARIANT=1`` on supported GPUs. The same call repeated gives the same result up to the
+same caveat: on CPU a repeated forward pass may round differently, and a seeded draw on a near-tie then flips a token
+(seen once in 8 samples of 20 tokens). Resumed runs do not depend on it: finished outputs are cached, not regenerated.
 """
 
 from __future__ import annotations
