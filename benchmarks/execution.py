@@ -1,11 +1,13 @@
 """Sandbox throughput: isolated sympy executions per second versus a fresh interpreter and an unisolated warm pool.
 
 Each "solution" is one session running 1-3 blocks (a sympy quadratic solve, a Rational, an expression using both),
-as code-integrated solutions do. Two workloads:
+as code-integrated solutions do. Three workloads:
 
 - ``anchor``: the same blocks every time (the research anchor's "solve a quadratic + a Rational" snippet, so sympy's
   cache answers most of the work);
-- ``varied``: coefficients change per solution (200 distinct quadratics), so more of sympy's work is real.
+- ``varied``: 200 different quadratics, repeating: a process that has seen one before answers from sympy's cache,
+  which favours runners with few processes;
+- ``distinct``: every solution different (as model-written code is), so sympy's own work dominates.
 
 Rows, all with 2 workers on this machine and measured in the same run:
 
@@ -39,8 +41,8 @@ WORKERS = 2
 
 
 def solution(i: int, workload: str) -> list[str]:
-    k = 0 if workload == "anchor" else i % 200
-    a, b, c = k % 13 + 2, k // 13 + 3, k % 7 + 2
+    k = {"anchor": 0, "varied": i % 200, "distinct": i}[workload]
+    a, b, c = k % 97 + 2, k // 97 + 3, k % 7 + 2
     blocks = [
         f"from sympy import *\nx = symbols('x')\nroots = solve(x**2 - {a + b}*x + {a * b}, x)\nroots",
         f"q = Rational({a}, {c}) + Rational(1, {b})\nprint(q)",
@@ -123,31 +125,29 @@ def _pool_worker(conn) -> None:
         conn.send(out.getvalue())
 
 
-def warm_pool(solutions: list[list[str]]) -> tuple[float, int]:
+def warm_pool(solutions: list[list[str]], warm_up: list[list[str]]) -> tuple[float, int]:
     """2 warm processes; each solution's blocks go, in order, to the process its session is pinned to."""
     ctx = mp.get_context("fork")
     pipes = [ctx.Pipe() for _ in range(WORKERS)]
     procs = [ctx.Process(target=_pool_worker, args=(child,), daemon=True) for _, child in pipes]
     for proc in procs:
         proc.start()
-    for parent, _ in pipes:  # wait until both have imported
-        parent.send((-1, "1"))
-        parent.recv()
 
-    def serve(worker: int) -> int:
+    def serve(worker: int, work: list[list[str]]) -> int:
         parent, done = pipes[worker][0], 0
-        for i in range(worker, len(solutions), WORKERS):
-            for block in solutions[i]:
+        for i in range(worker, len(work), WORKERS):
+            for block in work[i]:
                 parent.send((i, block))
                 parent.recv()
                 done += 1
             parent.send((i, None))
         return done
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(WORKERS) as pool:
-        done = sum(pool.map(serve, range(WORKERS)))
-    elapsed = time.perf_counter() - started
+        list(pool.map(serve, range(WORKERS), [warm_up] * WORKERS))
+        started = time.perf_counter()
+        done = sum(pool.map(serve, range(WORKERS), [solutions] * WORKERS))
+        elapsed = time.perf_counter() - started
     for (parent, _), proc in zip(pipes, procs):
         parent.send(None)
         proc.join()
@@ -173,18 +173,21 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    for workload in ("anchor", "varied"):
+    for workload in ("anchor", "varied", "distinct"):
         solutions = [solution(i, workload) for i in range(args.solutions)]
+        warm_up = [solution(args.solutions + i, workload) for i in range(200)]  # forks the session processes once
         rows.append((workload, "fresh `python -c` per block", *fresh_interpreter(solutions[: args.fresh_solutions])))
         with Sandbox(num_workers=WORKERS) as sandbox:
-            drive(sandbox, solutions[:200])  # warm up: fork the session processes once
+            drive(sandbox, warm_up)
             rows.append((workload, "Sandbox, submit (64 in flight), process reuse", *drive(sandbox, solutions)))
+        with Sandbox(num_workers=WORKERS) as sandbox:
+            batch(sandbox, warm_up)
             rows.append((workload, "Sandbox, run_batch(close_sessions=True)", *batch(sandbox, solutions)))
         with Sandbox(num_workers=WORKERS, reuse_processes=False) as sandbox:
-            drive(sandbox, solutions[:100])
+            drive(sandbox, warm_up[:100])
             rows.append((workload, "Sandbox, submit (64 in flight), fresh process per session",
                          *drive(sandbox, solutions[: args.solutions // 3])))
-        rows.append((workload, "unisolated warm pool (ToRA-style, sessions pinned)", *warm_pool(solutions)))
+        rows.append((workload, "unisolated warm pool (ToRA-style, sessions pinned)", *warm_pool(solutions, warm_up)))
 
     print(f"\nIsolated sympy executions per second, {WORKERS} workers ({mp.cpu_count()} CPUs)\n")
     print("| workload | runner | blocks | seconds | executions/s |")

@@ -74,7 +74,8 @@ def test_state_persists_within_a_session_and_never_crosses_sessions(sandbox):
     assert sandbox.run("secret + 1", "alice").output == "42\n"
     other = sandbox.run("secret", "bob")
     assert other.error == "NameError: name 'secret' is not defined"
-    assert sandbox.run("open('mine.txt', 'w').write('x'); import os; os.listdir('.')", "alice").output == "['mine.txt']\n"
+    listing = sandbox.run("open('mine.txt', 'w').write('x'); import os; os.listdir('.')", "alice")
+    assert listing.output == "['mine.txt']\n"
     assert sandbox.run("import os; os.listdir('.')", "bob").output == "[]\n"
     # Each session sees only its own processes (its own pid namespace).
     assert sandbox.run("import os; sorted(p for p in os.listdir('/proc') if p.isdigit())", "bob").output == "['1']\n"
@@ -349,6 +350,14 @@ def test_clip_keeps_head_and_tail_within_the_limit():
     assert clip("short", limit=100) == "short"
     out = clip("head", "tail", omitted=10_000, limit=100)
     assert out == "head\n... [10000 characters truncated] ...\ntail"
+
+
+def test_an_architecture_without_a_seccomp_table_fails_closed(monkeypatch):
+    from mathgenie.execution import SandboxUnavailableError, linux
+
+    monkeypatch.setattr(linux, "seccomp_supported", lambda: False)
+    with pytest.raises(SandboxUnavailableError, match="allow_unisolated=True"):
+        Sandbox(num_workers=1)
 
 
 def test_a_broken_preload_is_a_startup_error_not_missing_isolation():

@@ -32,7 +32,8 @@ r = [solve(x**2 - 5*x + 6, x), solve([x + y - 3, x - y - 1], [x, y]), simplify((
 print(r, latex(x**2))
 import math, numpy as np
 from fractions import Fraction
-print(np.array([1, 2, 3]).sum(), np.linalg.solve([[1, 2], [3, 4]], [5, 6]), Fraction(1, 3) + Fraction(1, 6), math.comb(5, 2))
+print(np.array([1, 2, 3]).sum(), np.linalg.solve([[1, 2], [3, 4]], [5, 6]))
+print(Fraction(1, 3) + Fraction(1, 6), math.comb(5, 2))
 r[0]
 """
 

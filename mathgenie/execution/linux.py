@@ -20,7 +20,8 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-CLONE_NEW_ANY = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+CLONE_NEW_ANY = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID
+                 | CLONE_NEWNET)
 CLONE_NEWTIME = 0x00000080
 
 MS_RDONLY = 0x1
@@ -102,11 +103,12 @@ def drop_all_capabilities() -> None:
 # --- seccomp ----------------------------------------------------------------------------------------------------------
 # Syscalls no math snippet needs and that widen the kernel surface (or let code escape namespaces, reach the network,
 # or poke other processes). Numbers from the kernel's asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64).
-_DENIED = ("socket ptrace process_vm_readv process_vm_writev mount umount2 pivot_root chroot unshare setns keyctl add_key "
-           "request_key bpf perf_event_open userfaultfd io_uring_setup io_uring_enter io_uring_register kexec_load "
-           "kexec_file_load init_module finit_module delete_module reboot swapon swapoff acct syslog open_by_handle_at "
-           "name_to_handle_at fanotify_init lookup_dcookie open_tree move_mount fsopen fsconfig fsmount fspick "
-           "mount_setattr quotactl personality vhangup pidfd_getfd process_madvise kcmp iopl ioperm uselib").split()
+_DENIED = ("socket ptrace process_vm_readv process_vm_writev mount umount2 pivot_root chroot unshare setns keyctl "
+           "add_key request_key bpf perf_event_open userfaultfd io_uring_setup io_uring_enter io_uring_register "
+           "kexec_load kexec_file_load init_module finit_module delete_module reboot swapon swapoff acct syslog "
+           "open_by_handle_at name_to_handle_at fanotify_init lookup_dcookie open_tree move_mount fsopen fsconfig "
+           "fsmount fspick mount_setattr quotactl personality vhangup pidfd_getfd process_madvise kcmp iopl ioperm "
+           "uselib").split()
 _SYSCALLS = {
     "x86_64": (0xC000003E, {
         "socket": 41, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "mount": 165, "umount2": 166,

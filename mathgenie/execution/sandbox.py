@@ -64,10 +64,13 @@ class Sandbox:
                 raise ValueError(f"readonly_paths entry {path!r} must exist and lie outside /tmp (inside the sandbox "
                                  "/tmp is each session's private, writable directory); move it elsewhere")
         seccomp = linux.seccomp_supported()
-        if not seccomp and not allow_unisolated:
-            raise SandboxUnavailableError(
-                f"no seccomp filter for CPU architecture {platform.machine()!r} (x86_64 and aarch64 are supported); "
-                "pass Sandbox(allow_unisolated=True) to run without it")
+        if not seccomp:
+            message = (f"no seccomp filter for CPU architecture {platform.machine()!r} (x86_64 and aarch64 are "
+                       "supported)")
+            if not allow_unisolated:
+                raise SandboxUnavailableError(f"{message}; pass Sandbox(allow_unisolated=True) to run without it")
+            logger.warning("%s: running WITHOUT it (allow_unisolated=True); sandboxed code may call any syscall "
+                           "its namespaces allow", message)
         config = {
             "timeout": float(timeout), "memory_mb": int(memory_mb), "max_output_chars": int(max_output_chars),
             "max_processes": int(max_processes), "max_file_mb": int(max_file_mb), "disk_mb": int(disk_mb),
@@ -91,9 +94,9 @@ class Sandbox:
                     "kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu >= 23.10), or pass "
                     "Sandbox(allow_unisolated=True) to run model code WITHOUT network, filesystem or secret "
                     "isolation.") from None
-            logger.warning("SANDBOX NOT ISOLATED (%s): model code runs with network access, can read every file "
-                           "this user can (including Hugging Face tokens) and can signal this user's processes; only "
-                           "rlimits, a private directory and a scrubbed environment apply.", exc)
+            logger.warning("SANDBOX NOT ISOLATED (%s): model code can read and write every file this user can "
+                           "(Hugging Face tokens included) and signal this user's processes; only rlimits, the "
+                           "seccomp filter (if any), a private directory and a scrubbed environment apply.", exc)
             self.isolated = False
             self._workers = self._start_workers(dict(config, isolated=False), count, start_timeout)
         self._lock = threading.Lock()
