@@ -211,6 +211,9 @@ AUGMENTED_FEATURES = Features(
         "solution": Value("string"),
         "model": Value("string"),
         "revision": Value("string"),
+        # MetaMath's augmenters write new *questions* (back-translation passes them through) and keep the seed's
+        # solution; MathGenie's rewrites leave this null.
+        "question": Value("string"),
     }
 )
 

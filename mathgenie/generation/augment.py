@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass
 
 import datasets
-from datasets import Features, Value
 
 from mathgenie.generation import prompts
 from mathgenie.generation.cache import RequestCache, derive_seed, make_request, run_requests, sample_params
@@ -33,9 +32,7 @@ from mathgenie.generation.engine import Engine, SamplingParams
 from mathgenie.generation.funnel import StageStats
 from mathgenie.schema import AUGMENTED_FEATURES
 
-# MetaMath's augmenters write new *questions* (the back-translation stage passes them through), MathGenie's write new
-# solutions; `question` is null for the latter. Added here until `schema.AUGMENTED_FEATURES` carries the column.
-AUGMENTED_ROW_FEATURES = Features({**AUGMENTED_FEATURES, "question": Value("string")})
+AUGMENTED_ROW_FEATURES = AUGMENTED_FEATURES  # the name the stage modules and benchmarks use
 
 
 def sampling(config) -> SamplingParams:
@@ -83,6 +80,20 @@ class Family:
         self._exact.add(normalize(text))
         if self.threshold < 1.0:
             self._shingles.append(shingles(text))
+
+
+def keep(text: str, completion, config: AugmentConfig, family: Family, stats: StageStats) -> bool:
+    """Whether a generated sample joins its family: complete, long enough, not a near-duplicate (else counted)."""
+    if completion is not None and completion.finish_reason in ("length", "rejected"):
+        stats.drop("truncated" if completion.finish_reason == "length" else "rejected")
+    elif len(text) < config.min_chars:
+        stats.drop("too_short")
+    elif family.is_duplicate(text):
+        stats.drop("duplicate")
+    else:
+        family.add(text)
+        return True
+    return False
 
 
 def strip_echo(text: str, prompt_id: str) -> str:
@@ -173,15 +184,7 @@ def iterative_rewrite(seeds: list[dict], config: AugmentConfig, engine: Engine, 
         kept = []
         for (parent, pid, k), c in zip(jobs, completions):
             text = strip_echo(c.text, pid)
-            family = families[parent.seed_id]
-            if c.finish_reason in ("length", "rejected"):
-                stats.drop("truncated" if c.finish_reason == "length" else "rejected")
-            elif len(text) < config.min_chars:
-                stats.drop("too_short")
-            elif family.is_duplicate(text):
-                stats.drop("duplicate")
-            else:
-                family.add(text)
+            if keep(text, c, config, families[parent.seed_id], stats):
                 row = _Solution(f"{parent.id}/r{round_}/p{pid}/{k}", parent.seed_id, parent.source, text)
                 kept.append(row)
                 out.append({"id": row.id, "seed_id": row.seed_id, "source": row.source, "round": round_,

@@ -168,7 +168,7 @@ class Pipeline:
         cfg = getattr(self.config, stage)
         if not len(rows):  # an empty shard (more shards than seed families): nothing to do, but it must be marked done
             stats = StageStats(stage=stage)
-            features = augment.AUGMENTED_ROW_FEATURES if stage == "augment" else schema.STAGE_FEATURES[OUTPUT_OF[stage]]
+            features = schema.STAGE_FEATURES[OUTPUT_OF[stage]]
             empty = datasets.Dataset.from_dict({k: [] for k in features}, features=features)  # same schema as others
             return self._write(stage, store, shard, empty, stats, dataclasses.asdict(cfg), None)
         engine = self.engine(stage) if self._needs_engine(stage, rows) else None
