@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from mathgenie.generation import prompts
-from mathgenie.generation.augment import Family, normalize, sampling  # noqa: F401 (normalize re-exported)
+from mathgenie.generation.augment import Family, keep, normalize, sampling  # noqa: F401 (normalize re-exported)
 from mathgenie.generation.cache import RequestCache, make_request, run_requests, sample_params
 from mathgenie.generation.config import AugmentConfig
 from mathgenie.generation.engine import Engine
@@ -57,17 +57,16 @@ def _row(seed: dict, row_id: str, method: str, question: str, model: str | None,
             "question": question}
 
 
-def _check(text: str, c, config: AugmentConfig, family: Family, stats: StageStats) -> bool:
-    if c is not None and c.finish_reason in ("length", "rejected"):
-        stats.drop("truncated" if c.finish_reason == "length" else "rejected")
-    elif len(text) < config.min_chars:
-        stats.drop("too_short")
-    elif family.is_duplicate(text):
-        stats.drop("duplicate")
-    else:
-        family.add(text)
-        return True
-    return False
+def _masked_questions(seeds: list[dict], config: AugmentConfig, stats: StageStats):
+    """(seed, number index, variable, question with that number masked) for the backward methods, which need the
+    seed's answer; at most ``config.max_backward_per_seed`` numbers of each question."""
+    for seed in seeds:
+        if not seed.get("answer"):
+            stats.drop("no_answer")
+            continue
+        var = _variable(seed["source"])
+        for index in number_tokens(seed["question"])[: config.max_backward_per_seed]:
+            yield seed, index, var, mask_number(seed["question"], index, var)[0]
 
 
 def rephrase(seeds: list[dict], config: AugmentConfig, engine: Engine, *, template: str,
@@ -87,7 +86,7 @@ def rephrase(seeds: list[dict], config: AugmentConfig, engine: Engine, *, templa
     out = []
     for (seed, k), c in zip(jobs, completions):
         text = _clean_question(c.text)
-        if _check(text, c, config, families[seed["id"]], stats):
+        if keep(text, c, config, families[seed["id"]], stats):
             out.append(_row(seed, f"{seed['id']}/rephrase/{k}", "rephrase", text, engine.spec.model,
                             engine.spec.revision))
     return out
@@ -95,15 +94,9 @@ def rephrase(seeds: list[dict], config: AugmentConfig, engine: Engine, *, templa
 
 def fobar(seeds: list[dict], config: AugmentConfig, engine: Engine | None, *, stats: StageStats, **_) -> list[dict]:
     out = []
-    for seed in seeds:
-        if not seed.get("answer"):
-            stats.drop("no_answer")
-            continue
-        var = _variable(seed["source"])
-        for index in number_tokens(seed["question"])[: config.max_backward_per_seed]:
-            masked, _ = mask_number(seed["question"], index, var)
-            question = f"{masked} {prompts.fobar_suffix(seed['answer'], var)}"
-            out.append(_row(seed, f"{seed['id']}/fobar/t{index}", "fobar", question, None, None))
+    for seed, index, var, masked in _masked_questions(seeds, config, stats):
+        question = f"{masked} {prompts.fobar_suffix(seed['answer'], var)}"
+        out.append(_row(seed, f"{seed['id']}/fobar/t{index}", "fobar", question, None, None))
     return out
 
 
@@ -112,16 +105,10 @@ def self_verification(seeds: list[dict], config: AugmentConfig, engine: Engine, 
                       max_in_flight: int) -> list[dict]:
     base = sampling(config)
     jobs, requests = [], []
-    for seed in seeds:
-        if not seed.get("answer"):
-            stats.drop("no_answer")
-            continue
-        var = _variable(seed["source"])
-        for index in number_tokens(seed["question"])[: config.max_backward_per_seed]:
-            masked, _ = mask_number(seed["question"], index, var)
-            prompt = prompts.render(engine, prompts.sv_messages(masked, seed["answer"]), template)
-            jobs.append((seed, index, var))
-            requests.append(make_request(engine, prompt, sample_params(base, random_seed, 0)))
+    for seed, index, var, masked in _masked_questions(seeds, config, stats):
+        prompt = prompts.render(engine, prompts.sv_messages(masked, seed["answer"]), template)
+        jobs.append((seed, index, var))
+        requests.append(make_request(engine, prompt, sample_params(base, random_seed, 0)))
     completions = run_requests(engine, requests, cache=cache, stats=stats, max_in_flight=max_in_flight,
                                desc="metamath self-verification")
     families = {s["id"]: Family(config.dedup_threshold) for s in seeds}
@@ -132,7 +119,7 @@ def self_verification(seeds: list[dict], config: AugmentConfig, engine: Engine, 
             stats.drop("variable_lost")
             continue
         question = f"{statement} {prompts.sv_suffix(var)}"
-        if _check(question, c, config, families[seed["id"]], stats):
+        if keep(question, c, config, families[seed["id"]], stats):
             out.append(_row(seed, f"{seed['id']}/sv/t{index}", "self_verification", question, engine.spec.model,
                             engine.spec.revision))
     return out
