@@ -219,7 +219,7 @@ def main() -> None:
     ref = naive_scan(questions, eval_questions, index.ngram)
     naive_s = time.perf_counter() - t
     ours = np.isin(reason, REASONS[:2])
-    print(f"\n| baseline | seconds | questions/s |\n|---|---:|---:|")
+    print("\n| baseline | seconds | questions/s |\n|---|---:|---:|")
     print(f"| pure-Python 13-gram tuple set scan, 1 process, {args.docs:,} rows (rules 1-2 only) | {naive_s:.2f} | "
           f"{args.docs / naive_s:,.0f} |")
     rate = datasketch_rate(questions, eval_questions, args.datasketch_sample)

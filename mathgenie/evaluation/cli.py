@@ -19,6 +19,9 @@ import logging
 import typing
 from dataclasses import MISSING, fields
 
+if typing.TYPE_CHECKING:
+    from mathgenie.evaluation.config import EvalConfig
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args) -> "EvalConfig":
+def config_from_args(args) -> EvalConfig:
     import yaml
 
     from mathgenie.evaluation.config import EvalConfig
