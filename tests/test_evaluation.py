@@ -235,6 +235,21 @@ def test_eval_config_rejects_contradictory_settings():
     with pytest.raises(EvalConfigError, match="unknown benchmark"):
         EvalConfig(benchmarks=["gsm8k", "aime"])
     assert EvalConfig(benchmarks="gsm8k,svamp").benchmarks == ["gsm8k", "svamp"]
+    with pytest.raises(EvalConfigError, match="round_decimals=-1"):
+        EvalConfig(round_decimals=-1)
+
+
+def test_eval_cli_rounds_like_mathcoder_unless_told_not_to():
+    import argparse
+
+    from mathgenie.evaluation.cli import add_parser, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    assert config_from_args(parser.parse_args(["eval", "--model", "m"])).round_decimals == 6
+    assert config_from_args(parser.parse_args(["eval", "--model", "m", "--round-decimals", "none"])).round_decimals \
+        is None
+    assert config_from_args(parser.parse_args(["eval", "--model", "m", "--round-decimals", "4"])).round_decimals == 4
 
 
 # ---------------------------------------------------------------------------------------------------------------------

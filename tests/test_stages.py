@@ -393,6 +393,20 @@ class TestSolveLoop:
         assert engine.prompts[-1].startswith(schema.render_prompt("q"))
         assert "<|code|>x = 6 * 7<|endofblock|><|execution|><|endofblock|>" in engine.prompts[-1]
 
+    def test_mathcoder_decimal_rounding_applies_to_model_blocks_and_the_code_it_runs(self, sandbox):
+        script = {"q": ["<|text|>Take 0.333333333 and 2.5.<|endofblock|>",
+                        "<|code|>x = 1.23456789 * 2\nprint(x, 0.1 + 0.2)<|endofblock|>"]}
+        (plain,), = solve.solve_questions(ScriptedEngine(lce_steps(script)), ["q"], sandbox=sandbox,
+                                          params=SamplingParams())
+        (rounded,), = solve.solve_questions(ScriptedEngine(lce_steps(script)), ["q"], sandbox=sandbox,
+                                            params=SamplingParams(), decimals=6)
+        assert plain.blocks[:3] == [T("Take 0.333333333 and 2.5."), C("x = 1.23456789 * 2\nprint(x, 0.1 + 0.2)"),
+                                    E("2.46913578 0.30000000000000004")]
+        # model-written blocks are rounded before they run; what the code prints is left as printed (as MathCoder)
+        assert rounded.blocks[:3] == [T("Take 0.333333 and 2.5."), C("x = 1.234568 * 2\nprint(x, 0.1 + 0.2)"),
+                                      E("2.469136 0.30000000000000004")]
+        assert solve.round_decimals("pi = 3.14159265, 10.5, 7, 0.1234567", 6) == "pi = 3.141593, 10.5, 7, 0.123457"
+
     def test_block_cap_ends_a_solution_and_its_last_code_still_runs(self, sandbox):
         engine = ScriptedEngine(lce_steps({"loop": ["<|code|>print('tick')<|endofblock|>"] * 40}))
         (r,), = solve.solve_questions(engine, ["loop"], sandbox=sandbox, params=SamplingParams(), max_blocks=16)

@@ -26,14 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 def _parse_value(text: str, annotation: str):
+    if "None" in annotation and text.lower() in ("", "none", "null"):
+        return None
     if "dict" in annotation:
         return json.loads(text)
     if annotation.startswith("int"):
         return int(text)
     if annotation.startswith("float"):
         return float(text)
-    if text == "" and "None" in annotation:
-        return None
     return text
 
 
@@ -49,11 +49,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help_ = f.metadata.get("help", "")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         if annotation == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"{help_} (default: {default})")
         else:
             choices = f.metadata.get("choices")
-            p.add_argument(flag, dest=f.name, default=None, metavar=None if choices else f.name.upper(), choices=choices,
+            # SUPPRESS: a flag not given leaves no attribute, so an explicit `none` (None) still overrides the YAML.
+            p.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=None if choices else f.name.upper(),
+                           choices=choices,
                            type=lambda t, a=annotation: _parse_value(t, a),
                            help=f"{help_} (default: {', '.join(default) if isinstance(default, list) else default})")
     p.set_defaults(func=main)
@@ -73,7 +75,7 @@ def config_from_args(args) -> EvalConfig:
         if unknown:
             raise SystemExit(f"{args.config}: unknown key(s) {unknown}; valid keys: "
                              f"{sorted(f.name for f in fields(EvalConfig))}")
-    values.update({f.name: getattr(args, f.name) for f in fields(EvalConfig) if getattr(args, f.name) is not None})
+    values.update({f.name: getattr(args, f.name) for f in fields(EvalConfig) if hasattr(args, f.name)})
     return EvalConfig(**values)
 
 

@@ -37,6 +37,9 @@ class EvalConfig:
     few_shot: bool = field(default=False, metadata={"help": "Prepend the format's few-shot examples (markdown)."})
     max_tokens: int = field(default=512, metadata={"help": "New tokens per block."})
     max_blocks: int = field(default=16, metadata={"help": "Model-written blocks per solution."})
+    round_decimals: int | None = field(default=6, metadata={"help": "Round decimals longer than this many places in "
+                                       "each model-written block before it is kept and run, as MathCoder's harness "
+                                       "does (6); 'none' turns it off."})
     n: int = field(default=1, metadata={"help": "Samples per question; > 1 scores maj@n (majority answer)."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
@@ -69,6 +72,9 @@ class EvalConfig:
         for name in ("n", "max_tokens", "max_blocks", "max_model_len"):
             if getattr(self, name) < 1:
                 raise EvalConfigError(f"{name}={getattr(self, name)!r}: give a positive integer")
+        if self.round_decimals is not None and self.round_decimals < 0:
+            raise EvalConfigError(f"round_decimals={self.round_decimals!r}: give a number of places >= 0, or "
+                                  "'none'")
         if self.limit is not None and self.limit < 1:
             raise EvalConfigError(f"limit={self.limit!r}: give a positive number of questions, or leave it unset")
         if self.n > 1 and self.temperature == 0:

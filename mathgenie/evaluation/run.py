@@ -77,7 +77,8 @@ def _solve(engine, questions, ids, sandbox, cfg: EvalConfig, *, n=1, temperature
                             max_tokens=cfg.max_tokens)
     return solve_questions(engine, questions, sandbox=sandbox, params=params, n=n, format=cfg.format,
                            system=cfg.system, few_shot=cfg.few_shot, max_blocks=cfg.max_blocks,
-                           random_seed=cfg.random_seed if random_seed is None else random_seed, ids=ids, desc=desc)
+                           random_seed=cfg.random_seed if random_seed is None else random_seed, ids=ids, desc=desc,
+                           decimals=cfg.round_decimals)
 
 
 def _outcome(result, *, sample_answers=None, verification=None, verdicts=None, generations=1) -> dict:

@@ -144,11 +144,16 @@ class SolveConfig(_SamplingConfig):
     few_shot: bool = field(default=False, metadata={"help": "Prepend a one-shot example (markdown) or the LCE "
                            "instruction + example (lce), for models never trained on the format."})
     max_live: int = field(default=1024, metadata={"help": "Solutions in flight at once in the generate/execute loop."})
+    round_decimals: int | None = field(default=None, metadata={"help": "Round decimals longer than this many places "
+                                       "in each model-written block before keeping and running it (MathCoder's "
+                                       "evaluation harness: 6); None leaves blocks as written."})
 
     def __post_init__(self):
         _choices("solve.format", self.format, ("lce", "markdown"))
         _positive("solve.n", self.n)
         _positive("solve.max_blocks", self.max_blocks)
+        if self.round_decimals is not None and self.round_decimals < 0:
+            raise ConfigError(f"solve.round_decimals={self.round_decimals!r}: give a number of places >= 0, or null")
 
 
 @dataclass

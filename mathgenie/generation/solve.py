@@ -152,6 +152,20 @@ def make_format(name: str, system: str | None = None, few_shot: bool = False):
     return FORMATS[name](system=system, few_shot=few_shot)
 
 
+_DECIMAL_RE = re.compile(r"\d+\.\d+")
+
+
+def round_decimals(text: str, places: int) -> str:
+    """MathCoder's harness (``truncate_decimals`` in its ``src/inference.py``): every decimal written with more than
+    ``places`` digits after the point becomes ``f"{value:.{places}f}"`` (rounded, despite the name)."""
+
+    def repl(m: re.Match) -> str:
+        value = m.group(0)
+        return value if len(value) - value.index(".") - 1 <= places else f"{float(value):.{places}f}"
+
+    return _DECIMAL_RE.sub(repl, text)
+
+
 def execution_text(result) -> str:
     """A Sandbox result as the content of an execution block: what the model sees (stdout, the last expression's
     value, the traceback tail or the timeout notice; `mathgenie.execution.ExecutionResult.output`)."""
@@ -185,9 +199,12 @@ class _Live:
 def solve_questions(engine: Engine, questions: list[str], *, sandbox, params: SamplingParams, n: int = 1,
                     format: str = "lce", system: str | None = None, few_shot: bool = False, max_blocks: int = 16,
                     cache: RequestCache | None = None, stats: StageStats | None = None, random_seed: int = 0,
-                    ids: list[str] | None = None, max_live: int = 1024, desc: str = "solve") -> list[list[SolveResult]]:
+                    ids: list[str] | None = None, max_live: int = 1024, desc: str = "solve",
+                    decimals: int | None = None) -> list[list[SolveResult]]:
     """``n`` LCE solutions for each question (``results[i][k]``), code run in ``sandbox`` (one session per
-    solution, named ``{ids[i]}/s{k}``). Sample ``k`` is drawn with seed ``derive_seed(random_seed, k)``."""
+    solution, named ``{ids[i]}/s{k}``). Sample ``k`` is drawn with seed ``derive_seed(random_seed, k)``.
+    ``decimals``: round longer decimals in every model-written block, code included, before it is kept and run
+    (`round_decimals`; MathCoder's evaluation does it with 6)."""
     from tqdm.auto import tqdm
 
     from mathgenie.answers import extract_lce_answer
@@ -218,6 +235,9 @@ def solve_questions(engine: Engine, questions: list[str], *, sandbox, params: Sa
         s.completion_tokens += c.completion_tokens
         s.step += 1
         step = fmt.parse(c)
+        if decimals is not None:
+            step = Step([schema.block(b["type"], round_decimals(b["content"], decimals)) for b in step.blocks],
+                        None if step.code is None else round_decimals(step.code, decimals), step.done, step.error)
         s.blocks.extend(step.blocks)
         s.model_blocks += sum(b["type"] != "execution" for b in step.blocks)
         if step.error:
@@ -293,7 +313,8 @@ def run(dataset: datasets.Dataset, config: SolveConfig, engine: Engine, *, sandb
     results = solve_questions(engine, [r["question"] for r in rows], sandbox=sandbox, params=params, n=config.n,
                               format=config.format, system=config.system, few_shot=config.few_shot,
                               max_blocks=config.max_blocks, cache=cache, stats=stats, random_seed=random_seed,
-                              ids=[r["question_id"] for r in rows], max_live=config.max_live)
+                              ids=[r["question_id"] for r in rows], max_live=config.max_live,
+                              decimals=config.round_decimals)
     out = []
     for row, per_question in zip(rows, results):
         for k, r in enumerate(per_question):
