@@ -21,12 +21,14 @@ Rows, all with 2 workers on this machine and measured in the same run:
 Also: the cost of a session's first block in a freshly forked process versus a reused one.
 
 The goal (>= 600 isolated executions/s on 2 cores) is stated for the ``anchor`` workload, the one the published pool
-figure was measured on; the last lines print it for both Sandbox paths. Where the time goes (measured with /proc
-CPU times, anchor workload): a block's own sympy work is ~1.3 ms on an idle core; with both cores shared by the
-sessions, the two zygotes and the host, each block costs ~2.4 ms of session CPU, ~0.3 ms in the zygote (frames, the
-reuse check, scheduling) and ~0.15 ms in the host. ``run_batch`` runs a session's blocks back to back on a few reused
-processes. The solver-like ``submit`` path keeps one live process per solution in flight (64 here, each holding its
-session's state), and their private copy-on-write pages evict each other from the CPU caches: ~10% more CPU a block.
+figure was measured on; the last lines print it for both Sandbox paths. Where the time goes (one session, blocks one
+at a time, CPU read from /proc): a trivial block costs 0.13 ms in the session process, 0.22 ms in the zygote (frames,
+the reuse check, scheduling) and 0.16 ms in the host, four pipe wake-ups in all; the anchor's first block adds ~3.5 ms
+of sympy work, the other two almost none. The pool pays neither the zygote hop nor a process per session. The
+solver-like ``submit`` path also keeps one live process per solution in flight (64 here, each holding its session's
+state), and their private copy-on-write pages evict each other from the CPU caches; ``run_batch`` runs a session's
+blocks back to back on a few reused processes. The machine's speed drifts between runs (the pool's anchor row has
+read 860 and 1,500/s), so compare rows of one run only.
 
     flock /tmp/mathgenie-heavy.lock python benchmarks/execution.py [--solutions 1500]
 """
