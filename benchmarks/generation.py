@@ -267,13 +267,13 @@ def stage_back_translate(ctx: Context) -> Bench:
     import datasets
 
     from mathgenie.generation import back_translate
-    from mathgenie.generation.augment import AUGMENTED_ROW_FEATURES
+    from mathgenie.schema import AUGMENTED_FEATURES
     from mathgenie.generation.config import BackTranslateConfig
 
     solutions = datasets.Dataset.from_list(
         [{"id": f"{r['id']}/r1/p1/0", "seed_id": r["id"], "source": r["source"], "round": 1, "prompt_id": "1",
           "parent_id": r["id"], "solution": r["solution"], "model": None, "revision": None, "question": None}
-         for r in _seed_rows(ctx)], features=AUGMENTED_ROW_FEATURES)
+         for r in _seed_rows(ctx)], features=AUGMENTED_FEATURES)
     cfg = BackTranslateConfig(temperature=0.7, top_p=0.95, max_tokens=ctx.args.max_tokens)
     bench, requests = _stage_bench(ctx, "back_translate stage", lambda e, c, s: back_translate.run(
         solutions, cfg, e, cache=c, stats=s, max_in_flight=4096))

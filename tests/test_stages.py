@@ -169,7 +169,7 @@ def augmented_rows(solutions: list[str], question: str | None = None) -> dataset
     rows = [{"id": f"gsm8k/train/0/r1/p1/{i}", "seed_id": "gsm8k/train/0", "source": "gsm8k", "round": 1,
              "prompt_id": "1", "parent_id": "gsm8k/train/0", "solution": s, "model": "m", "revision": None,
              "question": question} for i, s in enumerate(solutions)]
-    return datasets.Dataset.from_list(rows, features=augment.AUGMENTED_ROW_FEATURES)
+    return datasets.Dataset.from_list(rows, features=schema.AUGMENTED_FEATURES)
 
 
 class TestBackTranslate:

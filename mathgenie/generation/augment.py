@@ -32,8 +32,6 @@ from mathgenie.generation.engine import Engine, SamplingParams
 from mathgenie.generation.funnel import StageStats
 from mathgenie.schema import AUGMENTED_FEATURES
 
-AUGMENTED_ROW_FEATURES = AUGMENTED_FEATURES  # the name the stage modules and benchmarks use
-
 
 def sampling(config) -> SamplingParams:
     return SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
@@ -123,7 +121,7 @@ class _Solution:
 def run(dataset: datasets.Dataset, config: AugmentConfig, engine: Engine | None, *, template: str = "chat",
         cache: RequestCache | None = None, stats: StageStats | None = None, random_seed: int = 0,
         max_in_flight: int = 256) -> datasets.Dataset:
-    """Seed rows (`schema.SEED_FEATURES`) → augmented rows (`AUGMENTED_ROW_FEATURES`): every configured method's
+    """Seed rows (`schema.SEED_FEATURES`) → augmented rows (`schema.AUGMENTED_FEATURES`): every configured method's
     rows, methods in config order. ``engine`` may be None when only ``fobar`` (template-only) is configured."""
     from mathgenie.generation import metamath
 
@@ -143,8 +141,8 @@ def run(dataset: datasets.Dataset, config: AugmentConfig, engine: Engine | None,
         else:
             rows += metamath.AUGMENTERS[method](seeds, config, engine, **kw)
     stats.rows_out += len(rows)
-    return datasets.Dataset.from_list(rows, features=AUGMENTED_ROW_FEATURES) if rows else \
-        datasets.Dataset.from_dict({k: [] for k in AUGMENTED_ROW_FEATURES}, features=AUGMENTED_ROW_FEATURES)
+    return datasets.Dataset.from_list(rows, features=AUGMENTED_FEATURES) if rows else \
+        datasets.Dataset.from_dict({k: [] for k in AUGMENTED_FEATURES}, features=AUGMENTED_FEATURES)
 
 
 def choose_prompts(config: AugmentConfig, solution_id: str, round_: int, random_seed: int) -> list[str]:

@@ -1,7 +1,7 @@
 """MetaMath's question augmenters (Yu et al., 2024, §3), behind the augment interface so one pipeline can compare
 question sources (MathGenie Table 7: MetaMath augmentation vs. back-translation) with the same solver and filters.
 
-They write *questions*: rows in `augment.AUGMENTED_ROW_FEATURES` with ``question`` set and ``solution`` = the seed's
+They write *questions*: rows in `schema.AUGMENTED_FEATURES` with ``question`` set and ``solution`` = the seed's
 solution (the source the question came from); the back-translation stage passes such rows through unchanged.
 
 - ``rephrase``: the model rephrases the seed question (few-shot, ``n`` samples); id ``{seed_id}/rephrase/{k}``.
