@@ -45,7 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:  # noqa: BLE001 -- only a network failure is turned into a message; the rest re-raises
+        if not _unreachable(e):
+            raise
+        from huggingface_hub import constants
+
+        raise SystemExit(f"mathgenie {args.command}: cannot reach the Hub at {constants.ENDPOINT} ({e}). Offline or "
+                         "air-gapped? Start a local Hub (`mathgenie hub serve`) and set HF_ENDPOINT to it, or give "
+                         "local paths instead of repo ids.") from None
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a failure to connect, as raised by the Hub client's HTTP stack."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if isinstance(error, ConnectionError) or names & {"ConnectError", "ConnectTimeout", "gaierror"}:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -240,3 +240,15 @@ def test_cli_push_of_a_stage_dir(api, repo_id, tmp_path, capsys):
     assert main(["push", str(tmp_path / "nowhere"), repo_id]) == 1
     (tmp_path / "card.json").write_text('{"licence": "mit"}')  # a typo is an error, not a silent no-op
     assert main(["push", str(stage), repo_id, "--card-data", str(tmp_path / "card.json")]) == 1
+
+
+def test_an_unreachable_hub_is_one_clear_line_not_a_traceback(tmp_path):
+    from mathgenie.upload import save_stage_dir
+
+    stage = save_stage_dir(tmp_path / "stage", {"gsm8k": _dd(["a"])}, {"stage": "seed"})
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_DISABLE_XET="1")  # port 9: nothing listens
+    proc = subprocess.run([sys.executable, "-m", "mathgenie.cli", "push", str(stage), "org/x", "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "mathgenie push: cannot reach the Hub at http://127.0.0.1:9" in proc.stderr
+    assert "Traceback" not in proc.stderr
