@@ -185,6 +185,8 @@ def test_cli_writes_kept_rows_and_report(tmp_path, shared_data, eval_sets, clean
     assert data["dropped"]["eval_exact"] == 1 and data["by_eval_set"]["mathematics"] == 0
     assert data["by_eval_set"]["gsm8k"] == data["rows"] - data["kept"] - data["dropped"]["exact_duplicate"] - \
         data["dropped"]["near_duplicate"]
+    with pytest.raises(SystemExit, match="'missing.jsonl': no such file or directory"):
+        main(["decontaminate", "missing.jsonl", "--output", str(out), "--eval-data-dir", str(shared_data)])
 
 
 def test_a_shuffled_dataset_is_read_in_its_own_row_order(index, clean_questions, eval_sets):

@@ -58,6 +58,10 @@ def load_input(path_or_repo: str, *, split: str, config: str | None = None, revi
             raise SystemExit(f"mathgenie decontaminate: no .parquet/.jsonl files under {path}")
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    if path.suffix in (".parquet", ".jsonl", ".json") or path_or_repo.startswith((".", "/", "~")) \
+            or path_or_repo.count("/") != 1:  # not a Hub id (owner/name): a path that is not there
+        raise SystemExit(f"mathgenie decontaminate: INPUT {path_or_repo!r}: no such file or directory (a Hub dataset "
+                         "is given as owner/name)")
     return datasets.load_dataset(path_or_repo, config, split=split, revision=revision)
 
 
