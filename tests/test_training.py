@@ -251,6 +251,17 @@ def test_shipped_configs_parse():
         assert yaml.safe_load((root / "accelerate" / name).read_text())["distributed_type"]
 
 
+def test_a_local_dataset_takes_the_shipped_main_revision_but_no_other(tmp_path):
+    from mathgenie.training.data import load_source
+
+    path = tmp_path / "seed.jsonl"
+    path.write_text('{"question": "q", "solution": "s"}\n')
+    ds, source = load_source(str(path), revision="main")  # what the shipped YAMLs say
+    assert ds["question"] == ["q"] and source.revision is None
+    with pytest.raises(ValueError, match="only applies to Hub repos"):
+        load_source(str(path), revision="v1.0")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # CPU training on the local Hub
 # ---------------------------------------------------------------------------------------------------------------------

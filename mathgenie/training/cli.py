@@ -55,8 +55,13 @@ def parse_config(path: str, overrides: list[str] | None = None):
 def main(args) -> int:
     from mathgenie.training.recipes import train
 
-    config = parse_config(args.config, args.overrides)
-    result = train(config)
+    try:
+        config = parse_config(args.config, args.overrides)
+        result = train(config)
+    except ValueError as e:  # the recipes' config and data checks: the message names the field and the fix
+        if getattr(args, "verbose", False):
+            raise
+        raise SystemExit(f"mathgenie train: {e} (-v shows the traceback)") from None
     logger.info("model in %s (step %d, last loss %s)", result.model_dir, result.global_step,
                 result.train_summary.get("last_loss"))
     if result.push is not None:

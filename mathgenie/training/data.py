@@ -40,7 +40,7 @@ def load_source(
     ``.jsonl``/``.json``/``.parquet``/``.csv`` file."""
     path = Path(name).expanduser()
     if path.exists():
-        if revision is not None:
+        if revision not in (None, "main"):  # "main", the YAML default, is no constraint on a local path
             raise ValueError(f"dataset {name!r} is a local path; `revision` ({revision!r}) only applies to Hub repos")
         if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
             ds = datasets.load_from_disk(str(path))

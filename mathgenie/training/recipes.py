@@ -60,7 +60,7 @@ def load_base(config: _RecipeConfig):
         except Exception as e:
             raise ValueError(f"model_name_or_path={name!r} (revision {config.model_revision!r}) is neither a local "
                              f"folder nor reachable on the Hub: {e}") from e
-    elif config.model_revision is not None:
+    elif config.model_revision not in (None, "main"):  # "main", the YAML default, is no constraint on a folder
         raise ValueError(f"model_name_or_path={name!r} is a local folder; `model_revision` only applies to Hub repos")
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=config.trust_remote_code)
     dtype = config.model_dtype if config.model_dtype == "auto" else getattr(torch, config.model_dtype)
