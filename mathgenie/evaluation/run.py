@@ -195,7 +195,7 @@ def evaluate_model(cfg: EvalConfig, *, engine=None, sandbox=None) -> EvalRun:
                "seconds": time.perf_counter() - start, "config": redact(asdict(cfg))}  # e.g. an api_key
     run = EvalRun(scores, predictions, table, results)
     _write(run, Path(cfg.output_dir))
-    logger.info("results (%s):\n%s", cfg.mode, table)
+    logger.debug("results (%s):\n%s", cfg.mode, table)  # the CLI prints the table; callers get it in EvalRun
     if cfg.push_predictions:
         from mathgenie.upload import push_dataset
 
