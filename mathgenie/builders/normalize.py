@@ -39,7 +39,10 @@ class SeedFormatError(BuilderInputError):
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text`` (nested braces counted as in Hendrycks'
-    ``last_boxed_only_string``), or of a trailing ``\\boxed 5`` (up to ``$``). None if there is no complete box."""
+    ``last_boxed_only_string``), or of a trailing ``\\boxed 5`` (up to ``$``). None if there is no complete box.
+
+    Not `mathgenie.answers.last_boxed`, which skips escaped braces for model output: the seed's answers must equal
+    the reference extraction that published MATH answers come from, escaped braces counted."""
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if start < 0:
         return None
