@@ -27,7 +27,7 @@ URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _json(obj, status: int = 200, **kw) -> JSONResponse:
+def json_response(obj, status: int = 200, **kw) -> JSONResponse:
     return JSONResponse(obj, status_code=status, **kw)
 
 
@@ -94,7 +94,7 @@ class FileEndpoints:
             remote = tree.get(path)
             oid = None if remote is None else (remote["sha256"] if lfs else remote["oid"])
             out.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
-        return _json({"files": out, "commitOid": sha})
+        return json_response({"files": out, "commitOid": sha})
 
     def lfs_batch(self, request: Request, repo_type: str, repo_id: str, body: dict) -> Response:
         self._repo(request, repo_type, repo_id, write=True)
@@ -117,7 +117,7 @@ class FileEndpoints:
                     "verify": {"href": f"{base}_lfs/verify/{oid}"},
                 }
             objects.append(item)
-        return _json({"transfer": "basic", "objects": objects}, media_type="application/vnd.git-lfs+json")
+        return json_response({"transfer": "basic", "objects": objects}, media_type="application/vnd.git-lfs+json")
 
     async def lfs_upload(self, request: Request, oid: str) -> Response:
         try:
@@ -146,7 +146,7 @@ class FileEndpoints:
         oid, size = body.get("oid"), body.get("size")
         if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid) or not self.store.blobs.has(oid, size):
             raise StoreError(404, f"LFS object {oid} ({size} bytes) was not uploaded")
-        return _json({"oid": oid, "size": size})
+        return json_response({"oid": oid, "size": size})
 
     def commit(self, request: Request, repo_type: str, repo_id: str, rev: str, body: bytes) -> Response:
         repo = self._repo(request, repo_type, repo_id, write=True)
@@ -180,4 +180,4 @@ class FileEndpoints:
             sha = repo.write_commit(branch, head, tree, summary, str(header.get("description") or ""))
         logger.info("commit %s on %s %s@%s (%d operations)", sha[:10], repo_type, repo_id, branch, len(operations))
         url = f"{request.base_url}{URL_PREFIX[repo_type]}{repo_id}/commit/{sha}"
-        return _json({"success": True, "commitOid": sha, "commitUrl": url, "pullRequestUrl": None})
+        return json_response({"success": True, "commitOid": sha, "commitUrl": url, "pullRequestUrl": None})

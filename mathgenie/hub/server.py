@@ -25,11 +25,11 @@ import yaml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mathgenie.hub import tree as trees
-from mathgenie.hub.files import LFS_THRESHOLD, URL_PREFIX, FileEndpoints
+from mathgenie.hub.files import LFS_THRESHOLD, URL_PREFIX, FileEndpoints, json_response
 from mathgenie.hub.metadata import split_front_matter, validate_readme
 from mathgenie.hub.store import DEFAULT_BRANCH, HubStore, Repo, StoreError, lfs_pointer
 
@@ -41,10 +41,6 @@ _BAD_CREDENTIALS = "Invalid credentials in Authorization header"  # huggingface_
 
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
-
-
-def _json(obj, status: int = 200, **kw) -> JSONResponse:
-    return JSONResponse(obj, status_code=status, **kw)
 
 
 async def _json_body(request: Request) -> dict:
@@ -64,7 +60,7 @@ def _error_response(e: StoreError) -> Response:
         headers["X-Error-Code"] = e.code
     if e.commit:
         headers["X-Repo-Commit"] = e.commit
-    return _json({"error": e.message}, e.status, headers=headers)
+    return json_response({"error": e.message}, e.status, headers=headers)
 
 
 class HubApp(FileEndpoints):
@@ -171,7 +167,7 @@ class HubApp(FileEndpoints):
             return await sync(self.commits, request, repo_type, repo_id, one)
         if method == "GET" and action == "auth-check":
             self._repo(request, repo_type, repo_id)
-            return _json({})
+            return json_response({})
         if method == "POST" and action == "paths-info" and one:
             form = await request.form()
             paths, expand = form.getlist("paths"), _truthy(form.get("expand"))
@@ -199,7 +195,7 @@ class HubApp(FileEndpoints):
     def whoami(self, request: Request) -> Response:
         self._require_write(request)
         user = self.store.user
-        return _json({"type": "user", "id": user, "name": user, "fullname": "Local hub user", "email": None,
+        return json_response({"type": "user", "id": user, "name": user, "fullname": "Local hub user", "email": None,
                       "emailVerified": False, "isPro": False, "orgs": [],
                       "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}}})
 
@@ -207,8 +203,8 @@ class HubApp(FileEndpoints):
         errors, warnings = validate_readme(str(body.get("content", "")), body.get("repoType") or "model")
         payload = {"errors": [{"message": m} for m in errors], "warnings": [{"message": m} for m in warnings]}
         if errors:
-            return _json({**payload, "error": "Invalid metadata in README.md: " + "; ".join(errors)}, 400)
-        return _json(payload)
+            return json_response({**payload, "error": "Invalid metadata in README.md: " + "; ".join(errors)}, 400)
+        return json_response(payload)
 
     # -- repos -----------------------------------------------------------------------------------------------------
     def create_repo(self, request: Request, body: dict) -> Response:
@@ -224,24 +220,24 @@ class HubApp(FileEndpoints):
             self.store.create_repo(repo_type, repo_id, private=private)
         except StoreError as e:
             if e.status == 409:
-                return _json({"error": e.message, "url": url}, 409, headers={"X-Error-Message": e.message})
+                return json_response({"error": e.message, "url": url}, 409, headers={"X-Error-Message": e.message})
             raise
         logger.info("created %s repo %s%s", repo_type, repo_id, " (private)" if private else "")
-        return _json({"url": url, "name": repo_id, "id": repo_id})
+        return json_response({"url": url, "name": repo_id, "id": repo_id})
 
     def delete_repo(self, request: Request, body: dict) -> Response:
         repo_type = body.get("type") or "model"
         repo_id = f"{body.get('organization') or self.store.user}/{body.get('name')}"
         self.store.delete_repo(self._repo(request, repo_type, repo_id, write=True))
         logger.info("deleted %s repo %s", repo_type, repo_id)
-        return _json({})
+        return json_response({})
 
     def settings(self, request: Request, repo_type: str, repo_id: str, body: dict) -> Response:
         repo = self._repo(request, repo_type, repo_id, write=True)
         with repo.locked():
             if "private" in body:
                 repo.set_meta(private=bool(body["private"]))
-        return _json({})
+        return json_response({})
 
     def _card_data(self, tree: dict) -> dict | None:
         entry = tree.get("README.md")
@@ -283,7 +279,7 @@ class HubApp(FileEndpoints):
     def repo_info(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
         repo = self._repo(request, repo_type, repo_id)
         sha = repo.resolve_or_raise(rev)
-        return _json(self._info(request, repo, sha, _truthy(request.query_params.get("blobs"))))
+        return json_response(self._info(request, repo, sha, _truthy(request.query_params.get("blobs"))))
 
     def list_repos(self, request: Request, repo_type: str) -> Response:
         author, search = request.query_params.get("author"), request.query_params.get("search")
@@ -295,7 +291,7 @@ class HubApp(FileEndpoints):
                 continue
             info = self._info(request, repo, repo.head(DEFAULT_BRANCH), False)
             out.append({k: v for k, v in info.items() if k != "siblings"})
-        return _json(out)
+        return json_response(out)
 
     def branch(self, request: Request, method: str, repo_type, repo_id, name: str, body: dict) -> Response:
         repo = self._repo(request, repo_type, repo_id, write=True)
@@ -305,7 +301,7 @@ class HubApp(FileEndpoints):
             else:
                 start = body.get("startingPoint") or DEFAULT_BRANCH
                 repo.create_branch(name, repo.resolve_or_raise(start))
-        return _json({})
+        return json_response({})
 
     def tag(self, request: Request, method: str, repo_type, repo_id, rev_or_tag: str, body: dict) -> Response:
         repo = self._repo(request, repo_type, repo_id, write=True)
@@ -317,7 +313,7 @@ class HubApp(FileEndpoints):
                 if not isinstance(name, str) or not name:
                     raise StoreError(400, "create tag: the body needs a 'tag' name")
                 repo.create_tag(name, repo.resolve_or_raise(rev_or_tag), body.get("message"))
-        return _json({})
+        return json_response({})
 
     # -- listings --------------------------------------------------------------------------------------------------
     def refs(self, request: Request, repo_type: str, repo_id: str) -> Response:
@@ -329,7 +325,7 @@ class HubApp(FileEndpoints):
                "converts": []}
         if _truthy(request.query_params.get("include_prs")):
             out["pullRequests"] = []
-        return _json(out)
+        return json_response(out)
 
     def tree(self, request: Request, repo_type: str, repo_id: str, rev: str, path: str) -> Response:
         repo = self._repo(request, repo_type, repo_id)
@@ -340,7 +336,7 @@ class HubApp(FileEndpoints):
             raise StoreError(404, f"{path!r} is not a folder of {repo_id} at {rev}", "EntryNotFound", sha)
         if _truthy(request.query_params.get("expand")):
             self._add_last_commits(repo, sha, entries)
-        return _json(entries)
+        return json_response(entries)
 
     def paths_info(self, request, repo_type, repo_id, rev, paths, expand) -> Response:
         repo = self._repo(request, repo_type, repo_id)
@@ -348,7 +344,7 @@ class HubApp(FileEndpoints):
         entries = trees.paths_info(repo.commit(sha)["tree"], paths)
         if expand:
             self._add_last_commits(repo, sha, entries)
-        return _json(entries)
+        return json_response(entries)
 
     def _add_last_commits(self, repo: Repo, sha: str, entries: list[dict]) -> None:
         files = {e["path"] for e in entries if e["type"] == "file"}
@@ -360,7 +356,7 @@ class HubApp(FileEndpoints):
     def commits(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
         repo = self._repo(request, repo_type, repo_id)
         sha = repo.resolve_or_raise(rev)
-        return _json([{"id": c["id"], "title": c["title"], "message": c["message"], "date": c["date"],
+        return json_response([{"id": c["id"], "title": c["title"], "message": c["message"], "date": c["date"],
                        "authors": [{"user": c["author"], "avatar": None}]} for c in repo.history(sha)])
 
 
