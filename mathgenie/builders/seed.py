@@ -33,6 +33,7 @@ from mathgenie.builders.normalize import (
     subject_slug,
 )
 from mathgenie.builders.runner import run_builder
+from mathgenie.cards.common import CITATIONS
 from mathgenie.schema import SEED_FEATURES
 
 __all__ = ["GSM8K_HUB", "MATH_HUB", "SeedBuilder", "SeedConfig", "SeedFormatError", "SeedSource", "build_seed",
@@ -40,23 +41,7 @@ __all__ = ["GSM8K_HUB", "MATH_HUB", "SeedBuilder", "SeedConfig", "SeedFormatErro
 
 logger = logging.getLogger(__name__)
 
-_CITATION = """\
-@article{cobbe2021gsm8k,
-  title={Training Verifiers to Solve Math Word Problems},
-  author={Cobbe, Karl and Kosaraju, Vineet and Bavarian, Mohammad and Chen, Mark and Jun, Heewoo and Kaiser, Lukasz
-          and Plappert, Matthias and Tworek, Jerry and Hilton, Jacob and Nakano, Reiichiro and Hesse, Christopher
-          and Schulman, John},
-  journal={arXiv preprint arXiv:2110.14168},
-  year={2021}
-}
-@article{hendrycksmath2021,
-  title={Measuring Mathematical Problem Solving With the MATH Dataset},
-  author={Hendrycks, Dan and Burns, Collin and Kadavath, Saurav and Arora, Akul and Basart, Steven and Tang, Eric
-          and Song, Dawn and Steinhardt, Jacob},
-  journal={NeurIPS},
-  year={2021}
-}
-"""
+_CITATION = CITATIONS["GSM8K"] + "\n" + CITATIONS["MATH"]
 
 _DESCRIPTION = """\
 The MathGenie seed: the GSM8K and MATH training problems with their human-written solutions and final answers.

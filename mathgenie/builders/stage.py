@@ -22,22 +22,14 @@ import pyarrow.parquet as pq
 from datasets.builder import Key
 
 from mathgenie.builders.runner import BuilderInputError, run_builder
+from mathgenie.cards.common import CITATIONS
 from mathgenie.schema import STAGE_FEATURES
 
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = "A stage of the MathGenie pipeline (seed, augmented, back_translated, solved, verified), from Parquet."
 
-_CITATION = """\
-@article{lu2024mathgenie,
-  title={MathGenie: Generating Synthetic Data with Question Back-translation for Enhancing Mathematical Reasoning of
-         LLMs},
-  author={Lu, Zimu and Zhou, Aojun and Ren, Houxing and Wang, Ke and Shi, Weikang and Pan, Junting and Zhan, Mingjie
-          and Li, Hongsheng},
-  journal={arXiv preprint arXiv:2402.16352},
-  year={2024}
-}
-"""
+_CITATION = CITATIONS["MathGenie"]
 
 _LICENSE = "Inherits the licenses of the seed data (MIT) and the terms of the generating model."
 

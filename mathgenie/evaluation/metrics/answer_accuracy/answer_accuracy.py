@@ -13,17 +13,9 @@ import datasets
 import evaluate
 
 from mathgenie.answers import check_batch, extract_answer
+from mathgenie.cards.common import CITATIONS
 
-_CITATION = """\
-@inproceedings{lu2024mathgenie,
-  title={MathGenie: Generating Synthetic Data with Question Back-translation for Enhancing Mathematical Reasoning of
-         LLMs},
-  author={Lu, Zimu and Zhou, Aojun and Ren, Houxing and Wang, Ke and Shi, Weikang and Pan, Junting and Zhan, Mingjie
-          and Li, Hongsheng},
-  booktitle={ACL},
-  year={2024}
-}
-"""
+_CITATION = CITATIONS["MathGenie"]
 
 _DESCRIPTION = """\
 Share of predictions whose final answer equals the reference answer. The final answer of a prediction is its last
