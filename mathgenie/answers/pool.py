@@ -13,9 +13,7 @@ import atexit
 import itertools
 import logging
 import os
-import pickle
 import selectors
-import struct
 import subprocess
 import sys
 import threading
@@ -23,9 +21,10 @@ import time
 from collections import deque
 from pathlib import Path
 
+from mathgenie.execution import protocol  # length-prefixed JSON frames, as the sandbox speaks
+
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">I")
 _BOOT_CODE = "from mathgenie.answers.pool import _worker_main; _worker_main()"
 _BOOT_TIMEOUT_S = 120.0  # a cold import of sympy on a busy machine; only a broken install takes this long
 _WORKER_MEMORY_MB = 3072
@@ -44,24 +43,6 @@ def default_num_workers() -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # Worker side
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _write_frame(fd: int, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def _worker_main() -> None:
@@ -90,18 +71,18 @@ def _worker_main() -> None:
 
     math_verify_equal("(1,2]", "\\frac{x^2}{2}")  # sympy's first call is slow: pay it before saying ready
     try:
-        _write_frame(out_fd, ("ready", os.getpid()))
+        protocol.write_frame(out_fd, {"ready": os.getpid()})
         while True:
-            header = _read_exact(0, _HEADER.size)
-            if header is None:
+            message = protocol.read_frame(0)
+            if message is None:
                 return
-            job, pred, gold = pickle.loads(_read_exact(0, _HEADER.unpack(header)[0]) or b"")
+            job, pred, gold = message["job"], message["pred"], message["gold"]
             try:
                 verdict = bool(math_verify_equal(pred, gold))
             except (Exception, RecursionError, MemoryError):
                 logger.debug("math-verify failed on %r vs %r", pred[:80], gold[:80], exc_info=True)
                 verdict = False
-            _write_frame(out_fd, (job, verdict))
+            protocol.write_frame(out_fd, {"job": job, "verdict": verdict})
     except BrokenPipeError:  # the parent went away or closed the pool while we started
         return
 
@@ -120,28 +101,18 @@ class _Worker:
         )
         self.rfd, self.wfd = self.proc.stdout.fileno(), self.proc.stdin.fileno()
         self.started = time.monotonic()
-        self.buf = bytearray()
+        self.buf = protocol.FrameBuffer()
         self.ready = False
         self.job: int | None = None
         self.deadline: float | None = None
 
-    def send(self, obj) -> None:
-        _write_frame(self.wfd, obj)
+    def send(self, job: int, pred: str, gold: str) -> None:
+        protocol.write_frame(self.wfd, {"job": job, "pred": pred, "gold": gold})
 
-    def receive(self) -> list | None:
+    def receive(self) -> list[dict] | None:
         """Frames that have arrived, or None when the worker has exited."""
         data = os.read(self.rfd, 1 << 16)
-        if not data:
-            return None
-        self.buf += data
-        frames = []
-        while len(self.buf) >= _HEADER.size:
-            size = _HEADER.unpack_from(self.buf)[0]
-            if len(self.buf) < _HEADER.size + size:
-                break
-            frames.append(pickle.loads(bytes(self.buf[_HEADER.size:_HEADER.size + size])))
-            del self.buf[:_HEADER.size + size]
-        return frames
+        return self.buf.feed(data) if data else None
 
     def kill(self) -> None:
         self.proc.kill()
@@ -250,7 +221,7 @@ class CheckerPool:
                         w.job, w.deadline = next(_job_ids), (now + timeout if timeout is not None else None)
                         in_flight[w.job] = index
                         try:
-                            w.send((w.job, *items[index]))
+                            w.send(w.job, *items[index])
                         except OSError:  # it died while idle: the item never started, so it goes back in line
                             todo.appendleft(index)
                             self.crashes += 1
@@ -277,10 +248,10 @@ class CheckerPool:
                         replace(w)
                         continue
                     for frame in frames:
-                        if frame[0] == "ready":
+                        if "ready" in frame:
                             w.ready = True
-                        elif frame[0] == w.job:
-                            results[in_flight.pop(w.job)] = frame[1]
+                        elif frame.get("job") == w.job:
+                            results[in_flight.pop(w.job)] = bool(frame["verdict"])
                             w.job = w.deadline = None
                 now = time.monotonic()
                 for w in list(active):
