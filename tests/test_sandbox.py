@@ -289,6 +289,62 @@ def test_no_writes_or_deletes_outside_the_private_directory(sandbox):
     sandbox.close_session("fs")
 
 
+# --- wherever Python lives ----------------------------------------------------------------------------------------
+PROBE_SCRIPT = """
+import json, os, sys
+from mathgenie.execution import Sandbox
+with Sandbox(timeout=10, num_workers=1) as sb:
+    report = {
+        "prefix": sys.prefix,
+        "imports": sb.run("import probe_pkg, sympy\\nprint(probe_pkg.VALUE, sympy.Integer(6) * 7)").output,
+        "scratch": sb.run("open('/tmp/w.txt', 'w').write('ok')\\nprint(open('/tmp/w.txt').read())").output,
+        "package_write": sb.run(f"open({os.path.dirname(sys.argv[1])!r} + '/evil.py', 'w')").error,
+        "sibling": sb.run(f"import os\\nos.path.exists({sys.argv[1]!r})").output,
+        "token": sb.run(f"import os\\nos.listdir({os.environ['HF_HOME']!r})").output,
+    }
+    report["fresh_scratch"] = sb.run("import os\\nsorted(n for n in os.listdir('/tmp') if n.endswith('.txt'))", "next").output
+print(json.dumps(report))
+"""
+
+
+def test_python_under_tmp_behind_a_symlink_chain_and_a_space(tmp_path):
+    """A venv in a fresh /tmp directory whose name has a space, reached through two chained symlinks, with its own
+    package and an HF token inside it: code imports the package, /tmp is the session's own, the rest stays hidden."""
+    import site
+
+    base = Path(tempfile.mkdtemp(prefix="mathgenie sandbox ", dir="/tmp"))
+    try:
+        venv = base / "real venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        (base / "link2").symlink_to(venv)
+        (base / "link1").symlink_to(base / "link2")
+        packages = next(venv.glob("lib/python3*/site-packages"))
+        # the host's packages and this checkout, so the probe venv can import sympy and mathgenie
+        (packages / "host.pth").write_text("\n".join([*site.getsitepackages(), str(Path(__file__).parents[1])]))
+        (packages / "probe_pkg.py").write_text("VALUE = 'probe'\n")
+        hf_home = venv / "hf"
+        hf_home.mkdir()
+        (hf_home / "token").write_text("hf_tmp_token_do_not_leak")
+        sibling = base / "sibling.txt"
+        sibling.write_text("host file next to the venv")
+        for path in (base, venv):
+            path.chmod(0o755)
+        env = dict(os.environ, HF_HOME=str(hf_home))
+        proc = subprocess.run([str(base / "link1" / "bin" / "python"), "-c", PROBE_SCRIPT, str(sibling)],
+                              capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert report["prefix"] == str(base / "link1")  # the interpreter runs from the symlinked path
+    assert report["imports"] == "probe 42\n"
+    assert report["scratch"] == "ok\n"
+    assert report["package_write"] is not None and "evil.py" in report["package_write"]
+    assert report["sibling"] == "False\n"
+    assert report["token"] == "[]\n"
+    assert report["fresh_scratch"] == "[]\n"  # a new session gets a new /tmp, the venv laid back into it
+
+
 # --- process reuse, recovery, fail-closed -----------------------------------------------------------------------------
 def test_a_reused_process_leaks_nothing_to_the_next_session():
     with Sandbox(timeout=TIMEOUT, num_workers=1, max_running_per_worker=1) as sb:

@@ -20,7 +20,7 @@ import traceback
 
 import mathgenie
 from mathgenie.execution import cell, linux, protocol
-from mathgenie.execution.filesystem import enter_root_view, python_paths
+from mathgenie.execution.filesystem import enter_root_view, mount_scratch, python_paths
 from mathgenie.execution.zygote import HOST_IN, HOST_OUT, Zygote
 
 WARMUP = """\
@@ -70,10 +70,10 @@ def _zygote(config: dict) -> None:
         # end at any time; it exits on EOF from the host instead.)
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         package_dir = os.path.dirname(os.path.abspath(mathgenie.__file__))
-        enter_root_view(python_paths(package_dir, config.get("injected_path")) + config["readonly_paths"],
-                        config["secret_paths"])
+        config["scratch"] = enter_root_view(
+            python_paths(package_dir, config.get("injected_path")) + config["readonly_paths"], config["secret_paths"])
         linux.sethostname("sandbox")
-        linux.mount("tmpfs", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=16m,mode=0700")
+        mount_scratch("size=16m,mode=0700", config["scratch"])
         warm_dir = "/tmp"
     else:
         warm_dir = tempfile.mkdtemp(prefix="mathgenie-warmup-")

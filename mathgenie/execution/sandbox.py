@@ -41,7 +41,7 @@ class Sandbox:
             conservative check in ``reuse.py``; ``False`` forks a fresh process for every session.
         max_running_per_worker: executions a worker runs at once (others wait in its queue).
         preload: modules imported once in each worker and inherited by every session.
-        readonly_paths: extra host paths (outside /tmp) made visible, read-only, inside the sandbox.
+        readonly_paths: extra host paths made visible, read-only, at the same paths inside the sandbox.
         allow_unisolated: if namespaces or seccomp are unavailable, run anyway with only rlimits, a private
             directory and a scrubbed environment (logged loudly). Without it such a machine raises
             ``SandboxUnavailableError``.
@@ -60,9 +60,9 @@ class Sandbox:
             raise SandboxUnavailableError(f"the sandbox needs Linux (namespaces, rlimits); this is {platform.system()}")
         readonly_paths = [os.path.abspath(p) for p in readonly_paths]
         for path in readonly_paths:
-            if path == "/tmp" or path.startswith("/tmp/") or not os.path.exists(path):
-                raise ValueError(f"readonly_paths entry {path!r} must exist and lie outside /tmp (inside the sandbox "
-                                 "/tmp is each session's private, writable directory); move it elsewhere")
+            if not os.path.exists(path) or os.path.realpath(path) == "/tmp":
+                raise ValueError(f"readonly_paths entry {path!r} must exist and not be /tmp itself (inside the "
+                                 "sandbox /tmp is each session's private, writable directory)")
         seccomp = linux.seccomp_supported()
         if not seccomp:
             message = (f"no seccomp filter for CPU architecture {platform.machine()!r} (x86_64 and aarch64 are "

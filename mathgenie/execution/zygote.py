@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from mathgenie.execution import cell, linux, protocol
+from mathgenie.execution import cell, filesystem, linux, protocol
 from mathgenie.execution.reuse import ReuseTracker
 
 HOST_IN, HOST_OUT = 10, 11  # the host pipes, moved off 0/1 so stray prints cannot corrupt the protocol
@@ -112,8 +112,8 @@ class Zygote:
         os.setsid()  # own process group: kill(0, ...) must not reach the other sessions of this worker
         if self.isolated:
             linux.unshare(linux.CLONE_NEWNS)
-            linux.mount("tmpfs", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                        f"size={config['disk_mb']}m,mode=0700,uid={self.uid},gid={self.gid}")
+            filesystem.mount_scratch(f"size={config['disk_mb']}m,mode=0700,uid={self.uid},gid={self.gid}",
+                                     config["scratch"])
             linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # under memory pressure the kernel kills sandboxed code first
