@@ -27,7 +27,7 @@ from mathgenie.evaluation.benchmarks import BENCHMARKS, load_benchmark
 from mathgenie.evaluation.decontamination import REASONS, Decontaminator, decontaminate
 from mathgenie.evaluation.hashing import hash_words, shingles
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "data"  # the real eval sets shipped with the repo
 EVAL_KINDS = ("eval_verbatim", "eval_number_changed", "eval_embedded", "eval_word_dropped")
 DUP_KINDS = ("dup_exact", "dup_near")
 _WORD = re.compile(r"[^\W_]+")

@@ -34,7 +34,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-GSM8K = Path("/work/shared/data/gsm8k/train.jsonl")
+GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k" / "train.jsonl"  # shipped real rows
 
 
 @dataclass

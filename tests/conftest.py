@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TEST_DATA = REPO_ROOT / "tests" / "data"  # real rows shipped with the repo; see tests/data/README.md
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mathgenie-tests-"))
 atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
@@ -58,10 +58,14 @@ def hub():
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def real_data() -> Path:
+    """The real benchmark and seed rows shipped in tests/data. Missing files are an error, never a skip."""
+    missing = [f"{name}/test.jsonl" for name in ("gsm8k", "math", "math500", "svamp", "simuleq", "mathematics")
+               if not (TEST_DATA / name / "test.jsonl").is_file()]
+    missing += [f"{name}/train.jsonl" for name in ("gsm8k", "math") if not (TEST_DATA / name / "train.jsonl").is_file()]
+    if missing:
+        raise FileNotFoundError(f"tests/data is incomplete, missing {missing}: restore it from git")
+    return TEST_DATA
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -121,8 +121,8 @@ def test_extract_lce_answer_rejects_non_blocks():
         extract_lce_answer([{"type": "text", "content": "a"}, {"role": "assistant", "content": "b"}])
 
 
-def test_extract_answer_matches_the_gold_of_every_math_test_solution(shared_data):
-    rows = [json.loads(line) for line in (shared_data / "math" / "test.jsonl").open()]
+def test_extract_answer_matches_the_gold_of_every_math_test_solution(real_data):
+    rows = [json.loads(line) for line in (real_data / "math" / "test.jsonl").open()]
     extracted = [extract_answer(r["solution"]) for r in rows]
     assert sum(e == r["answer"].strip() for e, r in zip(extracted, rows)) == len(rows)
 
@@ -283,8 +283,8 @@ def _perturbed(gold: str, rng: random.Random) -> list[str]:
     return [gold[:m.start()] + str(int(m.group()) + 1) + gold[m.end():]]
 
 
-def test_real_math_golds_reformatted_and_perturbed(shared_data, warm_pool):
-    golds = [json.loads(line)["answer"] for line in (shared_data / "math" / "test.jsonl").open()]
+def test_real_math_golds_reformatted_and_perturbed(real_data, warm_pool):
+    golds = [json.loads(line)["answer"] for line in (real_data / "math" / "test.jsonl").open()]
     rng = random.Random(0)
     golds = rng.sample([g for g in golds if g.strip()], 1500)
     equal = [(p, g) for g in golds for p in _reformatted(g)]
@@ -297,8 +297,8 @@ def test_real_math_golds_reformatted_and_perturbed(shared_data, warm_pool):
     assert accepted == []
 
 
-def test_real_gsm8k_golds_against_model_style_predictions(shared_data):
-    golds = [json.loads(line)["answer"] for line in (shared_data / "gsm8k" / "test.jsonl").open()]
+def test_real_gsm8k_golds_against_model_style_predictions(real_data):
+    golds = [json.loads(line)["answer"] for line in (real_data / "gsm8k" / "test.jsonl").open()]
     pairs, labels = [], []
     for g in golds:
         n = int(g.replace(",", ""))

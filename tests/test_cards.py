@@ -16,17 +16,17 @@ datasets = pytest.importorskip("datasets")
 PROMPT = "Rewrite the solution:\n\n\n```python\nprint(1)\n```\n\n{solution}"
 
 
-def _seed_rows(shared_data, name: str, n: int) -> datasets.Dataset:
-    rows = [json.loads(line) for line in (shared_data / name / "train.jsonl").open().readlines()[:n]]
+def _seed_rows(real_data, name: str, n: int) -> datasets.Dataset:
+    rows = [json.loads(line) for line in (real_data / name / "train.jsonl").open().readlines()[:n]]
     return datasets.Dataset.from_dict({"id": [r["id"] for r in rows], "source": [name] * n,
                                        "question": [r["question"] for r in rows], "answer": [r["answer"] for r in rows]})
 
 
 @pytest.fixture
-def seed_configs(shared_data):
-    mixed = datasets.concatenate_datasets([_seed_rows(shared_data, "gsm8k", 7), _seed_rows(shared_data, "math", 5)])
-    return {"default": datasets.DatasetDict({"train": mixed, "test": _seed_rows(shared_data, "gsm8k", 2)}),
-            "math_only": datasets.DatasetDict({"train": _seed_rows(shared_data, "math", 3)})}
+def seed_configs(real_data):
+    mixed = datasets.concatenate_datasets([_seed_rows(real_data, "gsm8k", 7), _seed_rows(real_data, "math", 5)])
+    return {"default": datasets.DatasetDict({"train": mixed, "test": _seed_rows(real_data, "gsm8k", 2)}),
+            "math_only": datasets.DatasetDict({"train": _seed_rows(real_data, "math", 3)})}
 
 
 def _table_rows(text: str, header: str) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""Decontamination and dedup with planted overlaps against the real eval sets (shared/data)."""
+"""Decontamination and dedup with planted overlaps against the real eval sets (tests/data)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from mathgenie.evaluation.hashing import doc_hashes, hash_words, minhash_signatu
 
 
 @pytest.fixture(scope="module")
-def eval_sets(shared_data):
-    return {name: load_benchmark(name, data_dir=shared_data)["question"] for name in ("gsm8k", "math500", "mathematics")}
+def eval_sets(real_data):
+    return {name: load_benchmark(name, data_dir=real_data)["question"] for name in ("gsm8k", "math500", "mathematics")}
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,9 @@ def index(eval_sets):
 
 
 @pytest.fixture(scope="module")
-def clean_questions(shared_data):
+def clean_questions(real_data):
     """GSM8K *train* questions (a few genuinely share a 13-gram with GSM8K test)."""
-    return [json.loads(line)["question"] for line in (shared_data / "gsm8k" / "train.jsonl").open()][:400]
+    return [json.loads(line)["question"] for line in (real_data / "gsm8k" / "train.jsonl").open()][:400]
 
 
 def _long(questions, min_words=30):
@@ -170,7 +170,7 @@ def test_report_markdown_lists_every_rule_and_eval_set(index, clean_questions):
     assert all(reason in md for reason in REASONS) and "mathematics" in md and "**20** of 25" in md
 
 
-def test_cli_writes_kept_rows_and_report(tmp_path, shared_data, eval_sets, clean_questions):
+def test_cli_writes_kept_rows_and_report(tmp_path, real_data, eval_sets, clean_questions):
     from mathgenie.cli import main
 
     rows = [{"id": i, "question": q} for i, q in enumerate(clean_questions[:30] + [eval_sets["gsm8k"][5]])]
@@ -178,7 +178,7 @@ def test_cli_writes_kept_rows_and_report(tmp_path, shared_data, eval_sets, clean
     src.write_text("\n".join(json.dumps(r) for r in rows))
     out, report = tmp_path / "clean.parquet", tmp_path / "report.json"
     assert main(["decontaminate", str(src), "--output", str(out), "--report", str(report),
-                 "--eval-data-dir", str(shared_data), "--benchmarks", "gsm8k,mathematics"]) == 0
+                 "--eval-data-dir", str(real_data), "--benchmarks", "gsm8k,mathematics"]) == 0
     kept = datasets.Dataset.from_parquet(str(out))
     assert 30 not in kept["id"] and len(kept) >= 28
     data = json.loads(report.read_text())
@@ -186,7 +186,7 @@ def test_cli_writes_kept_rows_and_report(tmp_path, shared_data, eval_sets, clean
     assert data["by_eval_set"]["gsm8k"] == data["rows"] - data["kept"] - data["dropped"]["exact_duplicate"] - \
         data["dropped"]["near_duplicate"]
     with pytest.raises(SystemExit, match="'missing.jsonl': no such file or directory"):
-        main(["decontaminate", "missing.jsonl", "--output", str(out), "--eval-data-dir", str(shared_data)])
+        main(["decontaminate", "missing.jsonl", "--output", str(out), "--eval-data-dir", str(real_data)])
 
 
 def test_a_shuffled_dataset_is_read_in_its_own_row_order(index, clean_questions, eval_sets):

@@ -20,8 +20,8 @@ ROWS_PER_BENCHMARK = 300
 
 
 @pytest.fixture(scope="module")
-def benchmarks(shared_data):
-    return {name: load_benchmark(name, data_dir=shared_data) for name in BENCHMARKS}
+def benchmarks(real_data):
+    return {name: load_benchmark(name, data_dir=real_data) for name in BENCHMARKS}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -74,16 +74,16 @@ def test_bad_benchmark_record_names_file_row_and_field(tmp_path):
         load_benchmark("gsm9k")
 
 
-def test_benchmarks_load_from_the_hub_by_repo_id(hub, shared_data):
+def test_benchmarks_load_from_the_hub_by_repo_id(hub, real_data):
     """openai/gsm8k (config main, '#### answer') and HuggingFaceH4/MATH-500 shapes, served by the local Hub (under
     other repo ids, so no other test sees them)."""
     from mathgenie.upload import push_dataset
 
-    gsm = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").open()][:5]
+    gsm = [json.loads(line) for line in (real_data / "gsm8k" / "test.jsonl").open()][:5]
     gsm_hub = datasets.Dataset.from_list([{"question": r["question"], "answer": f"{r['solution']}\n#### {r['answer']}"}
                                           for r in gsm])
     push_dataset({"main": datasets.DatasetDict({"test": gsm_hub})}, "evaltest/gsm8k")
-    m500 = [json.loads(line) for line in (shared_data / "math500" / "test.jsonl").open()][:4]
+    m500 = [json.loads(line) for line in (real_data / "math500" / "test.jsonl").open()][:4]
     m500_hub = datasets.Dataset.from_list([{"problem": r["question"], "solution": r["solution"], "answer": r["answer"],
                                             "subject": r["subject"], "level": r["level"], "unique_id": r["id"]}
                                            for r in m500])
@@ -291,7 +291,7 @@ def test_model_card_update_merges_the_model_index_and_replaces_its_section():
 
 @pytest.mark.slow
 @pytest.mark.engine
-def test_end_to_end_smollm2_on_every_benchmark_pushes_results_into_the_model_card(hub, shared_data, tmp_path):
+def test_end_to_end_smollm2_on_every_benchmark_pushes_results_into_the_model_card(hub, real_data, tmp_path):
     """SmolLM2-135M on one question of each benchmark: Hub model repo -> transformers engine -> LCE loop with the
     real Sandbox -> scores -> predictions dataset and model card on the local Hub. The model scores ~0; this checks
     the pipeline and the card, not accuracy."""
@@ -308,7 +308,7 @@ def test_end_to_end_smollm2_on_every_benchmark_pushes_results_into_the_model_car
     pushed = push_model(smollm2_checkpoint(), repo, card=card, tag="v1")
     out = tmp_path / "eval"
     assert main(["eval", "--model", repo, "--revision", "v1", "--backend", "transformers", "--data-dir",
-                 str(shared_data), "--limit", "1", "--max-tokens", "24", "--max-blocks", "2", "--output-dir",
+                 str(real_data), "--limit", "1", "--max-tokens", "24", "--max-blocks", "2", "--output-dir",
                  str(out), "--push-card", "--push-predictions", predictions_repo]) == 0
 
     results = json.loads((out / "results.json").read_text())
@@ -319,7 +319,7 @@ def test_end_to_end_smollm2_on_every_benchmark_pushes_results_into_the_model_car
         assert len(preds) == 1 and preds[0]["blocks"] and preds[0]["revision"] == pushed.commit_sha
         assert preds[0]["finish_reason"] in ("endofmessage", "max_blocks", "length", "error")
     hub_preds = datasets.load_dataset(predictions_repo, "mathematics", split="test")
-    assert hub_preds[0]["question"] == load_benchmark("mathematics", data_dir=shared_data)[0]["question"]
+    assert hub_preds[0]["question"] == load_benchmark("mathematics", data_dir=real_data)[0]["question"]
 
     commits = [c.commit_id for c in HfApi().list_repo_commits(repo)]
     assert commits[1] == pushed.commit_sha  # the card update is one new commit on top of the pushed model

@@ -46,10 +46,10 @@ def refs(repo_id: str) -> tuple:
     return sorted((b.name, b.target_commit) for b in r.branches), sorted((t.name, t.target_commit) for t in r.tags)
 
 
-def test_seed_versions_on_the_hub(hub, shared_data, tmp_path):
+def test_seed_versions_on_the_hub(hub, real_data, tmp_path):
     from mathgenie.cli import main as cli_main
 
-    data = [shared_data / "gsm8k/train.jsonl", shared_data / "math/train.jsonl"]
+    data = [real_data / "gsm8k/train.jsonl", real_data / "math/train.jsonl"]
     sources = [SeedSource("gsm8k", str(data[0])), SeedSource("math", str(data[1]))]
     expected = [json.loads(line) for path in data for line in open(path, encoding="utf-8")]
 
