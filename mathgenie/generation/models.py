@@ -226,29 +226,29 @@ def resolved_revision(spec: ModelSpec) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
 def load_engine(spec: ModelSpec | str, backend: str = "auto", **kwargs) -> Engine:
-    """Load an engine for ``spec``. ``backend="auto"`` picks vLLM when it is installed, else transformers;
-    ``"openai"`` talks to a running OpenAI-compatible server (pass ``base_url``). Extra keyword arguments go to the
-    engine's constructor."""
+    """Load an engine for ``spec``. ``backend="auto"`` and ``spec.dtype="auto"`` pick what runs fastest on this machine
+    (`mathgenie.generation.hardware`, logged in one line); ``"openai"`` talks to a running OpenAI-compatible server
+    (pass ``base_url``). Extra keyword arguments go to the engine's constructor."""
+    from mathgenie.generation import hardware
+
     if isinstance(spec, str):
         spec = ModelSpec(spec)
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
-    if backend == "auto":
-        backend = "vllm" if vllm_available() else "transformers"
-        logger.info("engine backend: %s (%s)", backend, "vllm is installed" if backend == "vllm" else "no vllm")
-    if backend == "vllm":
+    chosen = hardware.pick_backend(backend)
+    if chosen.value == "openai":
+        from mathgenie.generation.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(spec, **kwargs)
+    dtype = hardware.pick_dtype(spec.dtype, on_gpu=hardware.cuda_available())
+    hardware.log_choice(chosen, dtype)
+    if dtype.value != spec.dtype:
+        kwargs.setdefault("dtype", dtype.value)  # the engine's load dtype; spec (and so cache keys) keep "auto"
+    if chosen.value == "vllm":
         from mathgenie.generation.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(spec, **kwargs)
-    if backend == "transformers":
-        from mathgenie.generation.engines.transformers_engine import TransformersEngine
+    from mathgenie.generation.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(spec, **kwargs)
-    from mathgenie.generation.engines.openai_engine import OpenAIEngine
-
-    return OpenAIEngine(spec, **kwargs)
+    return TransformersEngine(spec, **kwargs)

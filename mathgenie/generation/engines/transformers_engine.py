@@ -14,6 +14,7 @@ flip a near-tie in bfloat16). ``seed=None`` draws fresh seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -90,6 +91,23 @@ class TransformersEngine(Engine):
         return render_chat(self.tokenizer, messages)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        return self._generate(prompts, params, [params.seed] * len(prompts))
+
+    def poll(self) -> list[tuple[str, Completion]]:
+        """Everything pending, batched: requests that differ only in their seed share batches (each row keeps its
+        own generator), so the LCE loop's one-seed-per-solution requests do not run one at a time."""
+        pending, self._pending = self._pending, {}
+        groups: dict[SamplingParams, list[str]] = {}
+        for rid, (_, params) in pending.items():
+            groups.setdefault(dataclasses.replace(params, seed=None), []).append(rid)
+        finished = []
+        for params, rids in groups.items():
+            outs = self._generate([pending[r][0] for r in rids], params, [pending[r][1].seed for r in rids])
+            finished.extend((rid, out[0]) for rid, out in zip(rids, outs))
+        return finished
+
+    def _generate(self, prompts: list[str], params: SamplingParams, seeds: list[int | None]
+                  ) -> list[list[Completion]]:
         if not prompts:
             return []
         encoded = self.tokenizer(list(prompts))["input_ids"]
@@ -103,11 +121,13 @@ class TransformersEngine(Engine):
         results: list[list[Completion] | None] = [None] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="transformers generate", disable=not self.use_tqdm, leave=False):
-            for i, completions in zip(batch, self._generate_batch([encoded[i] for i in batch], params)):
-                results[i] = completions
+            completions = self._generate_batch([encoded[i] for i in batch], [seeds[i] for i in batch], params)
+            for i, row in zip(batch, completions):
+                results[i] = row
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+    def _generate_batch(self, batch: list[list[int]], seeds: list[int | None], params: SamplingParams
+                        ) -> list[list[Completion]]:
         from transformers import GenerationConfig, LogitsProcessorList
 
         n = params.n
@@ -127,8 +147,8 @@ class TransformersEngine(Engine):
         )
         processors = LogitsProcessorList()
         if params.temperature > 0:
-            seeds = [None if params.seed is None else params.seed + j for _ in batch for j in range(n)]
-            processors.append(SeededGumbelSampler(seeds, params.temperature, params.top_p, self.device))
+            row_seeds = [None if seed is None else seed + j for seed in seeds for j in range(n)]
+            processors.append(SeededGumbelSampler(row_seeds, params.temperature, params.top_p, self.device))
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, generation_config=config, logits_processor=processors, tokenizer=self.tokenizer
