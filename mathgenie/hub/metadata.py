@@ -62,6 +62,8 @@ def validate_readme(content: str, repo_type: str = "model") -> tuple[list[str], 
         meta = yaml.safe_load(text)
     except yaml.YAMLError as e:
         return [f"metadata is not valid YAML: {e}".replace("\n", " ")], warnings
+    except RecursionError:
+        return ["metadata nests too deeply to be read"], warnings
     if meta is None:
         return errors, ["empty or missing yaml metadata in repo card"]
     if not isinstance(meta, dict):
