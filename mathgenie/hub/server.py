@@ -36,6 +36,7 @@ from mathgenie.hub.validate import (
     MAX_COMMIT_BYTES, MAX_HEADER_BYTES, MAX_JSON_BYTES, get_bool, get_str, header_bytes, json_body, read_body,
     sanitize_header,
 )
+from mathgenie.hub.viewer import Viewer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class HubApp(FileEndpoints):
         self.token = token or None
         self.lfs_threshold = lfs_threshold
         self._signing_key = secrets.token_bytes(32)
+        self.viewer = Viewer(self)
         methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
         self.app = Starlette(routes=[Route("/{path:path}", self.dispatch, methods=methods)])
 
@@ -150,6 +152,10 @@ class HubApp(FileEndpoints):
             repo_id = f"{unquote(s[0])}/{unquote(s[1])}"
             path = "/".join(unquote(p) for p in s[4:])
             return await sync(self.resolve, request, repo_type, repo_id, unquote(s[3]), path, s[2] == "raw")
+        if method in ("GET", "HEAD"):  # the pages for people, and the dataset-viewer API
+            page = await sync(self.viewer.route, request, [unquote(p) for p in segs])
+            if page is not None:
+                return page
         raise StoreError(404, f"{method} /{'/'.join(segs)} is not an endpoint of this local hub")
 
     async def _route_repo(self, request, method, repo_type, repo_id, action, rest) -> Response:
