@@ -77,7 +77,7 @@ class ParquetShard:
 
 def _slice_batches(pf: pq.ParquetFile, rg: int, lo: int, hi: int, columns) -> pa.Table:
     batches, pos = [], 0
-    for batch in pf.iter_batches(batch_size=max(hi - lo, 256), row_groups=[rg], columns=columns):
+    for batch in pf.iter_batches(batch_size=max(hi - lo, 4096), row_groups=[rg], columns=columns):
         if pos + len(batch) > lo:
             batches.append(batch.slice(max(lo - pos, 0), hi - max(lo, pos)))
         pos += len(batch)
@@ -145,6 +145,8 @@ class Split:
 
 
 def _outside(stats, value) -> bool:
+    if not (getattr(stats, "is_min_value_exact", True) and getattr(stats, "is_max_value_exact", True)):
+        return False  # a truncated bound proves nothing
     try:
         return value < stats.min or value > stats.max
     except TypeError:

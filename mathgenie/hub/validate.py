@@ -8,7 +8,6 @@ its exception) and keeps serving. Nothing here touches the store.
 from __future__ import annotations
 
 import json
-import math
 
 from starlette.requests import Request
 
@@ -146,10 +145,6 @@ def get_object(obj: dict, key: str, where: str) -> dict:
     if not isinstance(value, dict):
         raise _wrong(where, key, "an object", value)
     return value
-
-
-def finite(value) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
 
 
 def header_bytes(scope) -> int:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mathgenie.hub import lineage
-from mathgenie.hub.dataset_api import ENDPOINTS, DatasetViewerAPI, Revision, open_revision
+from mathgenie.hub.dataset_api import ENDPOINTS, DatasetViewerAPI, open_revision
 from mathgenie.hub.files import URL_PREFIX
 from mathgenie.hub.metadata import card_body
 from mathgenie.hub.rows import jsonable
