@@ -67,18 +67,22 @@ def _funnel_png() -> bytes:
 
 @pytest.fixture(scope="module")
 def stage_repos(hub) -> dict[str, str]:
+    return publish_stage_repos(hub.url, hub.token, f"viewer-{uuid.uuid4().hex[:6]}")
+
+
+def publish_stage_repos(url: str, token: str, org: str) -> dict[str, str]:
     """``{stage: repo_id}``: the five stage repos of one run, each with a card tagged by stage, the funnel plot, a tag."""
     import datasets
     from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
     from mathgenie.schema import STAGE_FEATURES
 
-    api, org = HfApi(hub.url, token=hub.token), f"viewer-{uuid.uuid4().hex[:6]}"
+    api = HfApi(url, token=token)
     repos, png = {}, _funnel_png()
     for stage in STAGE_FEATURES:
         repo_id = f"{org}/mathgenie-{stage.replace('_', '-')}"
         ds = datasets.Dataset.from_list(_stage_rows(stage), features=STAGE_FEATURES[stage])
-        ds.push_to_hub(repo_id, token=hub.token)
+        ds.push_to_hub(repo_id, token=token)
         card = DatasetCard.from_template(DatasetCardData(license="mit", tags=["mathgenie", stage.replace("_", "-")]),
                                          template_str="---\n{{ card_data }}\n---\n# {{ title }}\n\n![funnel](funnel.png)"
                                                       "\n\n<script>alert('x')</script>\n", title=f"MathGenie {stage}")
@@ -183,7 +187,7 @@ def test_pages_in_headless_chromium(hub, stage_repos, chromium, tmp_path):
 
     rows_url = f"{hub.url}/datasets/{verified}/viewer/default/train?offset=20"
     rows = _browse(chromium, tmp_path, rows_url, tmp_path / "rows_page.png")
-    assert f'data-total="{ROWS}"' in rows and "rows 21–40 of" in rows
+    assert f'data-total="{ROWS}"' in rows and "rows 20–39 of" in rows
     traced = _article(rows, TRACED)
     code = re.search(r'<div class="lce-block lce-code">.*?<code>(.*?)</code>', traced, re.DOTALL)
     assert code and code.group(1) == CODE  # the code block, apart from the text and the execution output
