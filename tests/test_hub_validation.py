@@ -28,10 +28,25 @@ def repo(hub, http):
     assert http.post("/api/repos/create", json={"name": repo_id.split("/")[1], "organization": "fuzz-org",
                                                  "type": "dataset"}).status_code == 200
     ops = [{"key": "header", "value": {"summary": "base"}},
-           {"key": "file", "value": {"path": "keep.txt", "content": base64.b64encode(b"keep").decode()}}]
+           {"key": "file", "value": {"path": "keep.txt", "content": base64.b64encode(b"keep").decode()}},
+           {"key": "file", "value": {"path": "data/train-00000-of-00001.parquet",
+                                     "content": base64.b64encode(_parquet()).decode()}}]
     r = http.post(f"/api/datasets/{repo_id}/commit/main", content="\n".join(json.dumps(o) for o in ops))
     assert r.status_code == 200, r.text
     return repo_id
+
+
+def _parquet() -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    table = pa.table({"id": [f"r{i}" for i in range(50)], "x": [float(i) if i % 7 else float("nan") for i in range(50)],
+                      "blocks": [[{"type": "code", "content": "print(1)"}]] * 50})
+    pq.write_table(table, buf, row_group_size=16)
+    return buf.getvalue()
 
 
 def _state(http, repo_id) -> tuple:
@@ -218,3 +233,24 @@ def test_fuzz_json_endpoints_never_5xx_and_refusals_change_nothing(http, repo, w
     if r.status_code >= 400:
         assert r.json()["error"]
         assert _state(http, repo) == before, (which, r.text)
+
+
+_param = st.one_of(st.none(), st.text(max_size=12), st.integers(-5, 10**13).map(str), st.sampled_from(
+    ["default", "train", "0", "100", "101", "-1", "1e3", "main", "id", "r3", "blocks", "%00"]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/splits", "/first-rows", "/rows", "/info", "/size", "/is-valid", "/parquet",
+                             "/datasets/{repo}", "/datasets/{repo}/viewer/default/train", "/datasets/{repo}/viewer",
+                             "/datasets/{repo}/find", "/", "/models/{repo}"]),
+       params=st.fixed_dictionaries({}, optional={k: _param for k in ["dataset", "config", "split", "offset",
+                                                                        "length", "revision", "column", "value",
+                                                                        "follow", "search", "highlight"]}),
+       real_dataset=st.booleans())
+def test_fuzz_viewer_and_dataset_api_never_5xx(http, repo, path, params, real_dataset):
+    if real_dataset:
+        params["dataset"] = repo
+    r = http.get(path.format(repo=repo), params={k: v for k, v in params.items() if v is not None})
+    assert r.status_code < 500, (path, params, r.status_code, r.text[:500])
+    if path in ("/splits", "/first-rows", "/rows", "/info", "/size", "/is-valid", "/parquet"):
+        assert isinstance(r.json(), dict) and (r.status_code < 400 or r.json()["error"])

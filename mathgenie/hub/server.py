@@ -21,11 +21,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import yaml
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from mathgenie.hub import tree as trees
 from mathgenie.hub.files import LFS_THRESHOLD, URL_PREFIX, FileEndpoints, json_response
@@ -65,15 +63,16 @@ class HubApp(FileEndpoints):
         self.lfs_threshold = lfs_threshold
         self._signing_key = secrets.token_bytes(32)
         self.viewer = Viewer(self)
-        methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
-        self.app = Starlette(routes=[Route("/{path:path}", self.dispatch, methods=methods)])
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and header_bytes(scope) > MAX_HEADER_BYTES:
-            error = StoreError(431, f"request headers are over this hub's limit of {MAX_HEADER_BYTES:,} bytes")
-            await _error_response(error)(scope, receive, send)
+        if scope["type"] != "http":  # lifespan is off; websockets are not part of the Hub API
             return
-        await self.app(scope, receive, send)
+        if header_bytes(scope) > MAX_HEADER_BYTES:
+            error = StoreError(431, f"request headers are over this hub's limit of {MAX_HEADER_BYTES:,} bytes")
+            response = _error_response(error)
+        else:  # every path goes to dispatch: a router's pattern would answer some (a %0A in a name) with a bare 404
+            response = await self.dispatch(Request(scope, receive))
+        await response(scope, receive, send)
 
     # -- auth ------------------------------------------------------------------------------------------------------
     def _authorized(self, request: Request) -> bool:
