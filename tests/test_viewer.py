@@ -135,8 +135,19 @@ def test_dataset_viewer_api_shapes(hub, stage_repos):
             assert r.status_code == status and needle in r.json()["error"], (params, r.text)
 
 
-def test_rows_page_reads_row_groups_and_pages_past_the_end(hub, stage_repos):
+def test_rows_page_and_model_page(hub, stage_repos):
+    from huggingface_hub import HfApi
+
+    model = f"{stage_repos['seed'].split('/')[0]}/tiny-model"
+    api = HfApi(hub.url, token=hub.token)
+    api.create_repo(model)
+    api.create_commit(model, [_add("config.json", b'{"model_type": "llama"}'),
+                              _add("README.md", b"---\nlicense: apache-2.0\n---\n# Tiny model\n\nTrained on **x**.")],
+                      commit_message="weights and card")
     with httpx.Client(base_url=hub.url) as http:
+        page = http.get(f"/models/{model}").text
+        assert "config.json" in page and "<strong>x</strong>" in page and "weights and card" in page
+        assert f'href="/models/{model}"' in http.get("/", params={"search": "tiny-model"}).text
         base = f"/datasets/{stage_repos['seed']}/viewer/default/train"
         last = http.get(base, params={"offset": 40, "length": 20}).text
         assert re.findall(r'data-row="(\d+)"', last) == [str(i) for i in range(40, ROWS)]

@@ -6,6 +6,10 @@ downloads with ranges, at any revision. Point clients at it with ``HF_ENDPOINT=h
 Storage: see `mathgenie.hub.store`. Writes need ``Authorization: Bearer <token>`` when the server has a token; the
 LFS upload link handed out by the batch endpoint is signed instead (clients send it no token, as to a presigned URL).
 Not implemented: pull requests, Xet, multipart LFS, pagination (listings come back in one page).
+
+Every request is checked against the API's shape (`mathgenie.hub.validate`): a malformed one gets a 4xx
+``{"error": ...}`` and the server keeps serving. The same server has pages for people and the dataset-viewer API
+(`mathgenie.hub.viewer`, `mathgenie.hub.dataset_api`).
 """
 
 from __future__ import annotations
