@@ -71,7 +71,8 @@ def stage_repos(hub) -> dict[str, str]:
 
 
 def publish_stage_repos(url: str, token: str, org: str) -> dict[str, str]:
-    """``{stage: repo_id}``: the five stage repos of one run, each with a card tagged by stage, the funnel plot, a tag."""
+    """``{stage: repo_id}``: the five stage repos of one run, each with a card tagged by its stage, the funnel plot
+    and a tag."""
     import datasets
     from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
@@ -83,9 +84,9 @@ def publish_stage_repos(url: str, token: str, org: str) -> dict[str, str]:
         repo_id = f"{org}/mathgenie-{stage.replace('_', '-')}"
         ds = datasets.Dataset.from_list(_stage_rows(stage), features=STAGE_FEATURES[stage])
         ds.push_to_hub(repo_id, token=token)
+        template = "---\n{{ card_data }}\n---\n# {{ title }}\n\n![funnel](funnel.png)\n\n<script>alert('x')</script>\n"
         card = DatasetCard.from_template(DatasetCardData(license="mit", tags=["mathgenie", stage.replace("_", "-")]),
-                                         template_str="---\n{{ card_data }}\n---\n# {{ title }}\n\n![funnel](funnel.png)"
-                                                      "\n\n<script>alert('x')</script>\n", title=f"MathGenie {stage}")
+                                         template_str=template, title=f"MathGenie {stage}")
         card.data["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
         api.create_commit(repo_id, [_add("README.md", str(card).encode()), _add("funnel.png", png)],
                           commit_message="card and funnel", repo_type="dataset")
@@ -100,7 +101,7 @@ def _add(path: str, data: bytes):
     return CommitOperationAdd(path_in_repo=path, path_or_fileobj=data)
 
 
-# -- the dataset-viewer JSON API ----------------------------------------------------------------------------------------
+# -- the dataset-viewer JSON API ---------------------------------------------------------------------------------------
 def test_dataset_viewer_api_shapes(hub, stage_repos):
     from mathgenie.schema import VERIFIED_FEATURES
 
@@ -156,7 +157,7 @@ def test_rows_page_and_model_page(hub, stage_repos):
         assert http.get(f"/datasets/{stage_repos['seed']}/viewer").status_code == 302
 
 
-# -- the pages, in a real browser ---------------------------------------------------------------------------------------
+# -- the pages, in a real browser --------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
