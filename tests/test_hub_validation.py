@@ -145,6 +145,24 @@ def test_lfs_endpoints_refuse_bad_shapes(hub, http, repo):
     assert not (hub.root / "blobs" / oid[:2] / oid).exists()
 
 
+def test_cards_that_do_not_fit_json_still_give_repo_info(http, repo):
+    """A card's YAML is sent back as ``cardData``: dates become strings, and an alias bomb (a few lines that expand
+    to billions of nodes) is left out instead of exhausting the server."""
+    bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    for yaml_text, card in [("license: mit\ndate: 2024-01-01\n1: one\n", {"license": "mit", "date": "2024-01-01",
+                                                                           "1": "one"}),
+                            (bomb, None)]:
+        readme = base64.b64encode(f"---\n{yaml_text}---\n# card\n".encode()).decode()
+        ops = [{"key": "header", "value": {"summary": "card"}},
+               {"key": "file", "value": {"path": "README.md", "content": readme}}]
+        r = http.post(f"/api/datasets/{repo}/commit/main", content="\n".join(json.dumps(o) for o in ops))
+        assert r.status_code == 200, r.text
+        info = http.get(f"/api/datasets/{repo}", timeout=30)
+        assert info.status_code == 200 and info.json().get("cardData") == card
+        assert http.get(f"/datasets/{repo}").status_code == 200
+
+
 def _raw_request(url: str, head: bytes) -> bytes:
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mathgenie.hub.files import json_response
-from mathgenie.hub.rows import Split, dataset_splits, find_split, jsonable
+from mathgenie.hub.rows import Split, dataset_splits, find_split
 from mathgenie.hub.store import DEFAULT_BRANCH, Repo, StoreError, valid_repo_id
+from mathgenie.hub.validate import jsonable
 
 MAX_ROWS_PER_PAGE = 100  # the datasets-server's cap on ``length``
 ENDPOINTS = ("splits", "first-rows", "rows", "info", "size", "is-valid", "parquet")

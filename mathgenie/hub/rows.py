@@ -8,13 +8,9 @@ the row groups that hold it, never the whole file.
 
 from __future__ import annotations
 
-import base64
 import bisect
-import datetime
-import decimal
 import fnmatch
 import functools
-import math
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -209,21 +205,3 @@ def find_split(splits: list[Split], config: str | None, split: str | None) -> Sp
             return s
     known = ", ".join(f"{s.config}/{s.name}" for s in splits) or "none"
     raise StoreError(404, f"no split {split!r} in config {config!r} (this revision has: {known})", "ResponseNotFound")
-
-
-# -- cells as JSON ----------------------------------------------------------------------------------------------------
-def jsonable(value):
-    """A parquet cell as JSON: NaN/inf become null (JSON has neither), bytes base64, times ISO 8601."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (decimal.Decimal, datetime.timedelta)):
-        return str(value)
-    return value

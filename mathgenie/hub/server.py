@@ -35,7 +35,7 @@ from mathgenie.hub.metadata import split_front_matter, validate_readme
 from mathgenie.hub.store import DEFAULT_BRANCH, HubStore, Repo, StoreError, check_name, lfs_pointer
 from mathgenie.hub.validate import (
     MAX_COMMIT_BYTES, MAX_HEADER_BYTES, MAX_JSON_BYTES, get_bool, get_str, header_bytes, json_body, read_body,
-    sanitize_header,
+    jsonable, sanitize_header, small_enough,
 )
 from mathgenie.hub.viewer import Viewer
 
@@ -268,7 +268,7 @@ class HubApp(FileEndpoints):
             data = yaml.safe_load(text) if text else None
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             return None
-        return data if isinstance(data, dict) else None
+        return jsonable(data) if isinstance(data, dict) and small_enough(data) else None
 
     def _info(self, request: Request, repo: Repo, sha: str, blobs: bool) -> dict:
         commit = repo.commit(sha)

@@ -7,7 +7,11 @@ its exception) and keeps serving. Nothing here touches the store.
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import json
+import math
 
 from starlette.requests import Request
 
@@ -42,14 +46,14 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _depth(value, limit: int) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _depth(value, limit: int, max_nodes: int | None = None) -> int:
+    """Nesting depth of parsed JSON/YAML, without recursion; past ``max_nodes`` nodes it counts as too deep."""
+    deepest, stack, nodes = 0, [(value, 1)], 0
     while stack:
         node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
+        deepest, nodes = max(deepest, depth), nodes + 1
+        if deepest > limit or (max_nodes is not None and nodes > max_nodes):
+            return limit + 1
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list):
@@ -72,6 +76,11 @@ def parse_json(raw: bytes | str, what: str = "request body"):
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise StoreError(400, f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def small_enough(value, max_depth: int = MAX_JSON_DEPTH, max_nodes: int = 100_000) -> bool:
+    """Whether parsed YAML is fit to send as JSON: YAML aliases can make a few lines expand to billions of nodes."""
+    return _depth(value, max_depth, max_nodes) <= max_depth
 
 
 def json_object(raw: bytes, what: str = "request body") -> dict:
@@ -155,3 +164,21 @@ def sanitize_header(text: str, limit: int = 1000) -> str:
     """A message fit for an HTTP header: ASCII, no control characters (no header injection), bounded."""
     text = text.encode("ascii", "replace").decode()
     return "".join(c if " " <= c < "\x7f" else " " for c in text)[:limit]
+
+
+def jsonable(value):
+    """A parquet cell or parsed YAML as JSON: NaN/inf become null (JSON has neither), bytes base64, dates ISO 8601,
+    mapping keys strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, datetime.timedelta)):
+        return str(value)
+    return value

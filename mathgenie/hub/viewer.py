@@ -19,8 +19,8 @@ from mathgenie.hub import lineage
 from mathgenie.hub.dataset_api import ENDPOINTS, DatasetViewerAPI, open_revision
 from mathgenie.hub.files import URL_PREFIX
 from mathgenie.hub.metadata import card_body
-from mathgenie.hub.rows import jsonable
 from mathgenie.hub.store import DEFAULT_BRANCH, StoreError, valid_repo_id
+from mathgenie.hub.validate import jsonable
 
 PAGE_LENGTH = 20
 MAX_PAGE_LENGTH = 100
