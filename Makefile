@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Default: everything but the slow tests, plus the one real-engine end-to-end run. `make test PYTEST_ARGS=` runs all.
 PYTEST_ARGS ?= -m "not slow or e2e"
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/mathgenie demo
 
-test: install
+# The viewer's tests drive a real headless Chromium (Debian's package); they fail, not skip, without it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -26,12 +26,13 @@ def add_parser(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mathgenie.hub.server import HubApp
+    from mathgenie.hub.server import UVICORN_OPTIONS, HubApp
 
     token = args.token or os.environ.get("MATHGENIE_HUB_TOKEN") or None
     app = HubApp(args.root, token=token)
     logger.info("local hub on http://%s:%d serving %s (writes %s)", args.host, args.port, args.root,
                 "need the token" if token else "are open")
     logger.info("clients: export HF_ENDPOINT=http://%s:%d HF_HUB_DISABLE_XET=1", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", lifespan="off")
+    logger.info("dataset viewer: http://%s:%d/ in a browser", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", lifespan="off", **UVICORN_OPTIONS)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import mimetypes
 import re
@@ -15,7 +14,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mathgenie.hub import tree as trees
 from mathgenie.hub.metadata import validate_readme
-from mathgenie.hub.store import StoreError, lfs_pointer
+from mathgenie.hub.store import StoreError, check_path, lfs_pointer
+from mathgenie.hub.validate import get_int, get_object, get_objects, get_str, parse_json
 
 logger = logging.getLogger("mathgenie.hub.server")
 
@@ -25,6 +25,7 @@ LFS_SUFFIXES = (".parquet", ".arrow", ".safetensors", ".bin", ".gguf", ".pt", ".
 LFS_THRESHOLD = 10 * 1024 * 1024
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def json_response(obj, status: int = 200, **kw) -> JSONResponse:
@@ -86,10 +87,11 @@ class FileEndpoints:
         sha = repo.resolve_or_raise(rev)
         tree = repo.commit(sha)["tree"]
         out = []
-        for f in body.get("files") or []:
-            path, size = f.get("path"), f.get("size")
-            if not isinstance(path, str) or not isinstance(size, int):
-                raise StoreError(400, f"preupload: each file needs a 'path' and an integer 'size', got {f!r}")
+        for i, f in enumerate(get_objects(body, "files", "preupload")):
+            path = get_str(f, "path", f"preupload files[{i}]", required=True)
+            size = get_int(f, "size", f"preupload files[{i}]", required=True)
+            get_str(f, "sample", f"preupload files[{i}]", max_len=1 << 20)
+            check_path(path)
             lfs = path.lower().endswith(LFS_SUFFIXES) or size > self.lfs_threshold
             remote = tree.get(path)
             oid = None if remote is None else (remote["sha256"] if lfs else remote["oid"])
@@ -98,15 +100,16 @@ class FileEndpoints:
 
     def lfs_batch(self, request: Request, repo_type: str, repo_id: str, body: dict) -> Response:
         self._repo(request, repo_type, repo_id, write=True)
-        if body.get("operation") != "upload":
+        operation = get_str(body, "operation", "LFS batch")
+        if operation != "upload":
             raise StoreError(400, f"LFS batch: only 'upload' is supported (downloads go through /resolve/), got "
-                                  f"{body.get('operation')!r}")
+                                  f"{operation!r}")
         objects = []
-        for obj in body.get("objects") or []:
+        for obj in get_objects(body, "objects", "LFS batch"):
             oid, size = obj.get("oid"), obj.get("size")
-            if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int) \
-                    or size < 0:
-                objects.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+            if not isinstance(oid, str) or not _SHA256_RE.fullmatch(oid) or isinstance(size, bool) \
+                    or not isinstance(size, int) or size < 0:
+                objects.append({"oid": str(oid)[:64], "size": size if isinstance(size, int) else 0,
                                 "error": {"code": 422, "message": "oid must be a sha256 hex digest, size an int"}})
                 continue
             item = {"oid": oid, "size": size, "authenticated": True}
@@ -124,15 +127,17 @@ class FileEndpoints:
             size = int(request.query_params.get("size", ""))
         except ValueError:
             raise StoreError(400, "LFS upload link without a valid 'size'") from None
-        if not hmac.compare_digest(request.query_params.get("sig", ""), self._sign(oid, size)):
+        if not hmac.compare_digest(request.query_params.get("sig", "").encode(), self._sign(oid, size).encode()):
             raise StoreError(403, "LFS upload link is not valid: ask the batch endpoint for a new one")
         tmp = self.store.blobs.new_upload()
         digest, written = hashlib.sha256(), 0
         try:
             with open(tmp, "wb") as f:
                 async for chunk in request.stream():
-                    digest.update(chunk)
                     written += len(chunk)
+                    if written > size:  # the signed size is the cap: stop reading, do not fill the disk
+                        raise StoreError(413, f"LFS upload of {oid} is longer than its declared {size} bytes")
+                    digest.update(chunk)
                     f.write(chunk)
             if digest.hexdigest() != oid or written != size:
                 raise StoreError(400, f"LFS upload of {oid} ({size} bytes) got {written} bytes with sha256 "
@@ -143,30 +148,26 @@ class FileEndpoints:
         return Response(status_code=200)
 
     def lfs_verify(self, body: dict) -> Response:
-        oid, size = body.get("oid"), body.get("size")
-        if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid) or not self.store.blobs.has(oid, size):
+        oid = get_str(body, "oid", "LFS verify", required=True, max_len=64)
+        size = get_int(body, "size", "LFS verify")
+        if not _SHA256_RE.fullmatch(oid) or not self.store.blobs.has(oid, size):
             raise StoreError(404, f"LFS object {oid} ({size} bytes) was not uploaded")
         return json_response({"oid": oid, "size": size})
 
     def commit(self, request: Request, repo_type: str, repo_id: str, rev: str, body: bytes) -> Response:
         repo = self._repo(request, repo_type, repo_id, write=True)
-        try:
-            lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise StoreError(400, f"commit payload is not ndjson: {e}") from None
-        if not lines or lines[0].get("key") != "header" or not isinstance(lines[0].get("value"), dict):
-            raise StoreError(400, "commit payload must start with a {'key': 'header', 'value': {...}} line")
-        header, operations = lines[0]["value"], lines[1:]
-        summary = str(header.get("summary") or "").strip()
+        header, operations = _parse_commit(body)
+        summary = (get_str(header, "summary", "commit header") or "").strip()
         if not summary:
             raise StoreError(400, "commit summary (the commit message) must not be empty")
+        description = get_str(header, "description", "commit header", max_len=1 << 20) or ""
+        parent = get_str(header, "parentCommit", "commit header", max_len=40)
         branch = rev[len("refs/heads/"):] if rev.startswith("refs/heads/") else rev
         with repo.locked():
             if branch not in repo.refs()["branches"] and repo.resolve(branch):
                 raise StoreError(400, f"cannot commit to {rev!r}: it is a tag or a commit, not a branch")
             head = repo.head(branch)
-            parent = header.get("parentCommit")
-            if parent and not head.startswith(str(parent)):
+            if parent and not head.startswith(parent):
                 raise StoreError(412, f"A commit has happened since. Please refresh and try again. (parentCommit "
                                       f"{parent} is not the head of {branch!r}, which is {head})")
             old_tree = repo.commit(head)["tree"]
@@ -177,7 +178,26 @@ class FileEndpoints:
                 errors, _ = validate_readme(content, repo_type)
                 if errors:
                     raise StoreError(400, "Invalid metadata in README.md: " + "; ".join(errors))
-            sha = repo.write_commit(branch, head, tree, summary, str(header.get("description") or ""))
+            sha = repo.write_commit(branch, head, tree, summary, description)
         logger.info("commit %s on %s %s@%s (%d operations)", sha[:10], repo_type, repo_id, branch, len(operations))
         url = f"{request.base_url}{URL_PREFIX[repo_type]}{repo_id}/commit/{sha}"
         return json_response({"success": True, "commitOid": sha, "commitUrl": url, "pullRequestUrl": None})
+
+
+def _parse_commit(body: bytes) -> tuple[dict, list[dict]]:
+    """The ndjson commit payload: ``(header value, [operation objects])``, every line checked to be an object."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StoreError(400, f"commit payload is not UTF-8 text: {e}") from None
+    lines = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            value = parse_json(line, f"commit payload line {n}")
+            if not isinstance(value, dict):
+                raise StoreError(400, f"commit payload line {n} must be a JSON object "
+                                      "{'key': ..., 'value': {...}}, got " + type(value).__name__)
+            lines.append(value)
+    if not lines or lines[0].get("key") != "header":
+        raise StoreError(400, "commit payload must start with a {'key': 'header', 'value': {...}} line")
+    return get_object(lines[0], "value", "commit header line"), lines[1:]

@@ -44,10 +44,19 @@ _CONFIG_RE = re.compile(r"^[\w.-]+$")
 _REPO_ID_RE = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
 
 
+_FRONT_MATTER_RE = re.compile(r"^\s*---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(?:\r?\n|$)", re.DOTALL)
+
+
 def split_front_matter(content: str) -> str | None:
     """The YAML between the leading ``---`` lines, or None when the README has no metadata block."""
-    m = re.match(r"^\s*---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(?:\r?\n|$)", content, re.DOTALL)
+    m = _FRONT_MATTER_RE.match(content)
     return (m.group(1) or "") if m else None
+
+
+def card_body(content: str) -> str:
+    """The README without its metadata block."""
+    m = _FRONT_MATTER_RE.match(content)
+    return content[m.end():] if m else content
 
 
 def validate_readme(content: str, repo_type: str = "model") -> tuple[list[str], list[str]]:
@@ -62,6 +71,8 @@ def validate_readme(content: str, repo_type: str = "model") -> tuple[list[str], 
         meta = yaml.safe_load(text)
     except yaml.YAMLError as e:
         return [f"metadata is not valid YAML: {e}".replace("\n", " ")], warnings
+    except RecursionError:
+        return ["metadata nests too deeply to be read"], warnings
     if meta is None:
         return errors, ["empty or missing yaml metadata in repo card"]
     if not isinstance(meta, dict):

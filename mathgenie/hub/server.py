@@ -6,13 +6,16 @@ downloads with ranges, at any revision. Point clients at it with ``HF_ENDPOINT=h
 Storage: see `mathgenie.hub.store`. Writes need ``Authorization: Bearer <token>`` when the server has a token; the
 LFS upload link handed out by the batch endpoint is signed instead (clients send it no token, as to a presigned URL).
 Not implemented: pull requests, Xet, multipart LFS, pagination (listings come back in one page).
+
+Every request is checked against the API's shape (`mathgenie.hub.validate`): a malformed one gets a 4xx
+``{"error": ...}`` and the server keeps serving. The same server has pages for people and the dataset-viewer API
+(`mathgenie.hub.viewer`, `mathgenie.hub.dataset_api`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -22,16 +25,19 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import yaml
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from mathgenie.hub import tree as trees
 from mathgenie.hub.files import LFS_THRESHOLD, URL_PREFIX, FileEndpoints, json_response
 from mathgenie.hub.metadata import split_front_matter, validate_readme
-from mathgenie.hub.store import DEFAULT_BRANCH, HubStore, Repo, StoreError, lfs_pointer
+from mathgenie.hub.store import DEFAULT_BRANCH, HubStore, Repo, StoreError, check_name, lfs_pointer
+from mathgenie.hub.validate import (
+    MAX_COMMIT_BYTES, MAX_HEADER_BYTES, MAX_JSON_BYTES, get_bool, get_str, header_bytes, json_body, read_body,
+    jsonable, sanitize_header, small_enough,
+)
+from mathgenie.hub.viewer import Viewer
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +49,8 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
-async def _json_body(request: Request) -> dict:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StoreError(400, f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise StoreError(400, f"request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
 def _error_response(e: StoreError) -> Response:
-    headers = {"X-Error-Message": e.message.encode("ascii", "replace").decode().replace("\n", " ")}
+    headers = {"X-Error-Message": sanitize_header(e.message)}
     if e.code:
         headers["X-Error-Code"] = e.code
     if e.commit:
@@ -71,11 +66,17 @@ class HubApp(FileEndpoints):
         self.token = token or None
         self.lfs_threshold = lfs_threshold
         self._signing_key = secrets.token_bytes(32)
-        methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
-        self.app = Starlette(routes=[Route("/{path:path}", self.dispatch, methods=methods)])
+        self.viewer = Viewer(self)
 
     async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":  # lifespan is off; websockets are not part of the Hub API
+            return
+        if header_bytes(scope) > MAX_HEADER_BYTES:
+            error = StoreError(431, f"request headers are over this hub's limit of {MAX_HEADER_BYTES:,} bytes")
+            response = _error_response(error)
+        else:  # every path goes to dispatch: a router's pattern would answer some (a %0A in a name) with a bare 404
+            response = await self.dispatch(Request(scope, receive))
+        await response(scope, receive, send)
 
     # -- auth ------------------------------------------------------------------------------------------------------
     def _authorized(self, request: Request) -> bool:
@@ -109,6 +110,9 @@ class HubApp(FileEndpoints):
             return await self._route(request, request.method, segs)
         except StoreError as e:
             return _error_response(e)
+        except Exception:  # a bug of ours: logged with its traceback, answered as JSON, and the server keeps serving
+            logger.exception("%s %s failed", request.method, request.url.path)
+            return _error_response(StoreError(500, "internal error of the local hub (see its log)"))
 
     async def _route(self, request: Request, method: str, segs: list[str]) -> Response:
         sync = run_in_threadpool
@@ -117,10 +121,10 @@ class HubApp(FileEndpoints):
             if head == "whoami-v2" and method == "GET":
                 return self.whoami(request)
             if head == "validate-yaml" and method == "POST":
-                body = await _json_body(request)
+                body = await json_body(request)
                 return self.validate_yaml(body)
             if head == "repos" and len(segs) == 3:
-                body = await _json_body(request)
+                body = await json_body(request)
                 if segs[2] == "create" and method == "POST":
                     return await sync(self.create_repo, request, body)
                 if segs[2] == "delete" and method == "DELETE":
@@ -139,17 +143,21 @@ class HubApp(FileEndpoints):
             if segs[1] == "upload" and method == "PUT":
                 return await self.lfs_upload(request, segs[2])
             if segs[1] == "verify" and method == "POST":
-                return self.lfs_verify(await _json_body(request))
+                return self.lfs_verify(await json_body(request))
         repo_type, s = "model", segs
         if s[0] in _TYPES and s[0] != "models":
             repo_type, s = _TYPES[s[0]], s[1:]
         if len(s) == 6 and s[1].endswith(".git") and s[2:] == ["info", "lfs", "objects", "batch"] and method == "POST":
             repo_id = f"{unquote(s[0])}/{unquote(s[1][:-4])}"
-            return await sync(self.lfs_batch, request, repo_type, repo_id, await _json_body(request))
+            return await sync(self.lfs_batch, request, repo_type, repo_id, await json_body(request))
         if len(s) >= 5 and s[2] in ("resolve", "raw") and method in ("GET", "HEAD"):
             repo_id = f"{unquote(s[0])}/{unquote(s[1])}"
             path = "/".join(unquote(p) for p in s[4:])
             return await sync(self.resolve, request, repo_type, repo_id, unquote(s[3]), path, s[2] == "raw")
+        if method in ("GET", "HEAD"):  # the pages for people, and the dataset-viewer API
+            page = await sync(self.viewer.route, request, [unquote(p) for p in segs])
+            if page is not None:
+                return page
         raise StoreError(404, f"{method} /{'/'.join(segs)} is not an endpoint of this local hub")
 
     async def _route_repo(self, request, method, repo_type, repo_id, action, rest) -> Response:
@@ -169,23 +177,25 @@ class HubApp(FileEndpoints):
             self._repo(request, repo_type, repo_id)
             return json_response({})
         if method == "POST" and action == "paths-info" and one:
+            await read_body(request, MAX_JSON_BYTES)
             form = await request.form()
             paths, expand = form.getlist("paths"), _truthy(form.get("expand"))
             return await sync(self.paths_info, request, repo_type, repo_id, one, paths, expand)
         if method == "POST" and action == "preupload" and one:
-            return await sync(self.preupload, request, repo_type, repo_id, one, await _json_body(request))
+            return await sync(self.preupload, request, repo_type, repo_id, one, await json_body(request))
         if method == "POST" and action == "commit" and one:
             if _truthy(request.query_params.get("create_pr")):
                 raise StoreError(400, "pull requests are not supported by the local hub; commit to a branch")
-            return await sync(self.commit, request, repo_type, repo_id, one, await request.body())
+            body = await read_body(request, MAX_COMMIT_BYTES, "commit payload")
+            return await sync(self.commit, request, repo_type, repo_id, one, body)
         if action == "branch" and one and method in ("POST", "DELETE"):
-            body = await _json_body(request) if method == "POST" else {}
+            body = await json_body(request) if method == "POST" else {}
             return await sync(self.branch, request, method, repo_type, repo_id, one, body)
         if action == "tag" and one and method in ("POST", "DELETE"):
-            body = await _json_body(request) if method == "POST" else {}
+            body = await json_body(request) if method == "POST" else {}
             return await sync(self.tag, request, method, repo_type, repo_id, one, body)
         if action == "settings" and method == "PUT":
-            return await sync(self.settings, request, repo_type, repo_id, await _json_body(request))
+            return await sync(self.settings, request, repo_type, repo_id, await json_body(request))
         if action in ("xet-write-token", "xet-read-token"):
             raise StoreError(501, "this local hub has no Xet storage: set HF_HUB_DISABLE_XET=1 before importing "
                                   "huggingface_hub so uploads use plain LFS")
@@ -200,21 +210,30 @@ class HubApp(FileEndpoints):
                       "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}}})
 
     def validate_yaml(self, body: dict) -> Response:
-        errors, warnings = validate_readme(str(body.get("content", "")), body.get("repoType") or "model")
+        content = get_str(body, "content", "validate-yaml", max_len=MAX_JSON_BYTES) or ""
+        repo_type = get_str(body, "repoType", "validate-yaml") or "model"
+        errors, warnings = validate_readme(content, repo_type)
         payload = {"errors": [{"message": m} for m in errors], "warnings": [{"message": m} for m in warnings]}
         if errors:
             return json_response({**payload, "error": "Invalid metadata in README.md: " + "; ".join(errors)}, 400)
         return json_response(payload)
 
     # -- repos -----------------------------------------------------------------------------------------------------
+    def _repo_from_body(self, body: dict, where: str) -> tuple[str, str]:
+        """``(repo_type, repo_id)`` of a ``{name, organization, type}`` body, each part checked before use."""
+        repo_type = get_str(body, "type", where) or "model"
+        if repo_type not in URL_PREFIX:
+            raise StoreError(400, f"{where}: invalid repo type {repo_type!r}: expected model, dataset or space")
+        name = get_str(body, "name", where, required=True, max_len=200)
+        namespace = get_str(body, "organization", where, max_len=200) or self.store.user
+        check_name(namespace, "namespace")
+        check_name(name, "repo name")
+        return repo_type, f"{namespace}/{name}"
+
     def create_repo(self, request: Request, body: dict) -> Response:
         self._require_write(request)
-        repo_type = body.get("type") or "model"
-        if repo_type not in URL_PREFIX:
-            raise StoreError(400, f"invalid repo type {repo_type!r}: expected model, dataset or space")
-        name = str(body.get("name") or "")
-        repo_id = f"{body.get('organization') or self.store.user}/{name}"
-        private = body.get("visibility") == "private" or bool(body.get("private"))
+        repo_type, repo_id = self._repo_from_body(body, "create repo")
+        private = body.get("visibility") == "private" or bool(get_bool(body, "private", "create repo"))
         url = f"{request.base_url}{URL_PREFIX[repo_type]}{repo_id}"
         try:
             self.store.create_repo(repo_type, repo_id, private=private)
@@ -226,17 +245,18 @@ class HubApp(FileEndpoints):
         return json_response({"url": url, "name": repo_id, "id": repo_id})
 
     def delete_repo(self, request: Request, body: dict) -> Response:
-        repo_type = body.get("type") or "model"
-        repo_id = f"{body.get('organization') or self.store.user}/{body.get('name')}"
+        self._require_write(request)
+        repo_type, repo_id = self._repo_from_body(body, "delete repo")
         self.store.delete_repo(self._repo(request, repo_type, repo_id, write=True))
         logger.info("deleted %s repo %s", repo_type, repo_id)
         return json_response({})
 
     def settings(self, request: Request, repo_type: str, repo_id: str, body: dict) -> Response:
         repo = self._repo(request, repo_type, repo_id, write=True)
+        private = get_bool(body, "private", "repo settings")
         with repo.locked():
-            if "private" in body:
-                repo.set_meta(private=bool(body["private"]))
+            if private is not None:
+                repo.set_meta(private=private)
         return json_response({})
 
     def _card_data(self, tree: dict) -> dict | None:
@@ -246,9 +266,9 @@ class HubApp(FileEndpoints):
         try:
             text = split_front_matter(self.store.blobs.path(entry["sha256"]).read_text(encoding="utf-8"))
             data = yaml.safe_load(text) if text else None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             return None
-        return data if isinstance(data, dict) else None
+        return jsonable(data) if isinstance(data, dict) and small_enough(data) else None
 
     def _info(self, request: Request, repo: Repo, sha: str, blobs: bool) -> dict:
         commit = repo.commit(sha)
@@ -299,7 +319,7 @@ class HubApp(FileEndpoints):
             if method == "DELETE":
                 repo.delete_branch(name)
             else:
-                start = body.get("startingPoint") or DEFAULT_BRANCH
+                start = get_str(body, "startingPoint", "create branch", max_len=200) or DEFAULT_BRANCH
                 repo.create_branch(name, repo.resolve_or_raise(start))
         return json_response({})
 
@@ -309,10 +329,9 @@ class HubApp(FileEndpoints):
             if method == "DELETE":
                 repo.delete_tag(rev_or_tag)
             else:
-                name = body.get("tag")
-                if not isinstance(name, str) or not name:
-                    raise StoreError(400, "create tag: the body needs a 'tag' name")
-                repo.create_tag(name, repo.resolve_or_raise(rev_or_tag), body.get("message"))
+                name = get_str(body, "tag", "create tag", required=True, max_len=200)
+                message = get_str(body, "message", "create tag")
+                repo.create_tag(name, repo.resolve_or_raise(rev_or_tag), message)
         return json_response({})
 
     # -- listings --------------------------------------------------------------------------------------------------
@@ -360,6 +379,11 @@ class HubApp(FileEndpoints):
                        "authors": [{"user": c["author"], "avatar": None}]} for c in repo.history(sha)])
 
 
+# h11 (not httptools) because it bounds what it buffers before the headers end: an oversized header block is refused
+# while it arrives, not after it sat in memory; the app's own check then answers 431 for anything under that bound.
+UVICORN_OPTIONS = {"http": "h11", "h11_max_incomplete_event_size": 2 * MAX_HEADER_BYTES}
+
+
 class ServerHandle:
     """A server running in a background thread: ``.url``, ``.root``, ``.token``, ``.stop()``."""
 
@@ -396,7 +420,7 @@ def serve_in_thread(root: str | Path, *, sock=None, host: str = "127.0.0.1", por
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(HubApp(root, token=token), log_level=log_level, lifespan="off")
+    config = uvicorn.Config(HubApp(root, token=token), log_level=log_level, lifespan="off", **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="mathgenie-hub")
     thread.start()

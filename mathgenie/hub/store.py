@@ -65,8 +65,17 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
+def valid_name(part: str) -> bool:
+    return bool(_NAME_RE.match(part)) and "--" not in part and ".." not in part and not part.endswith(".git")
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    parts = repo_id.split("/")
+    return len(parts) == 2 and all(valid_name(p) for p in parts)
+
+
 def check_name(part: str, what: str) -> None:
-    if not _NAME_RE.match(part) or "--" in part or ".." in part or part.endswith(".git"):
+    if not valid_name(part):
         raise StoreError(400, f"invalid {what} {part!r}: use letters, digits, '-', '_', '.' (max 96 characters, no "
                               "'--' or '..', not ending in '.git')")
 
@@ -265,12 +274,16 @@ class HubStore:
         (self.root / "repos").mkdir(parents=True, exist_ok=True)
 
     def repo(self, repo_type: str, repo_id: str) -> Repo | None:
-        if repo_type not in REPO_TYPES or repo_id.count("/") != 1 or ".." in repo_id:
+        if repo_type not in REPO_TYPES or not valid_repo_id(repo_id):
             return None
         repo = Repo(self, repo_type, repo_id)
         return repo if (repo.dir / "refs.json").is_file() else None
 
     def create_repo(self, repo_type: str, repo_id: str, *, private: bool = False) -> Repo:
+        if repo_type not in REPO_TYPES:
+            raise StoreError(400, f"invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
+        if repo_id.count("/") != 1:
+            raise StoreError(400, f"invalid repo id {repo_id!r}: expected 'namespace/name'")
         ns, name = repo_id.split("/")
         check_name(ns, "namespace")
         check_name(name, "repo name")

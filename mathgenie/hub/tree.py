@@ -8,6 +8,7 @@ import hashlib
 import re
 
 from mathgenie.hub.store import BlobStore, StoreError, check_path, git_blob_sha1, lfs_pointer
+from mathgenie.hub.validate import get_int, get_str
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -18,24 +19,26 @@ def apply_operations(tree: dict, operations: list[dict], blobs: BlobStore) -> di
     tree = dict(tree)
     for n, op in enumerate(operations, start=1):
         key, value = op.get("key"), op.get("value")
-        if not isinstance(value, dict) or not isinstance(value.get("path"), str):
-            raise StoreError(400, f"commit operation {n} ({key!r}) has no 'path'")
-        path = value["path"]
+        where = f"commit operation {n}"
+        if not isinstance(key, str) or not isinstance(value, dict):
+            raise StoreError(400, f"{where} must be {{'key': str, 'value': {{'path': ...}}}}")
+        path = get_str(value, "path", where, required=True)
         if key == "file":
             check_path(path)
-            if value.get("encoding", "base64") != "base64":
-                raise StoreError(400, f"{path}: unsupported encoding {value.get('encoding')!r} (use base64)")
+            encoding = get_str(value, "encoding", where) or "base64"
+            if encoding != "base64":
+                raise StoreError(400, f"{path}: unsupported encoding {encoding!r} (use base64)")
             try:
-                data = base64.b64decode(value.get("content", ""), validate=True)
+                data = base64.b64decode(get_str(value, "content", where, max_len=1 << 31) or "", validate=True)
             except (binascii.Error, ValueError):
                 raise StoreError(400, f"{path}: 'content' is not valid base64") from None
             tree[path] = {"sha256": blobs.put_bytes(data), "size": len(data), "oid": git_blob_sha1(data), "lfs": False}
         elif key == "lfsFile":
             check_path(path)
-            oid, size = value.get("oid"), value.get("size")
-            if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not _SHA256_RE.match(oid):
+            oid, size = get_str(value, "oid", where, required=True, max_len=64), get_int(value, "size", where)
+            if (get_str(value, "algo", where) or "sha256") != "sha256" or not _SHA256_RE.match(oid):
                 raise StoreError(400, f"{path}: LFS oid must be a sha256 hex digest, got {oid!r}")
-            if not isinstance(size, int) or not blobs.has(oid, size):
+            if size is None or not blobs.has(oid, size):
                 raise StoreError(422, f"{path}: LFS object {oid} ({size} bytes) was never uploaded; upload it through "
                                       "the LFS batch endpoint before committing")
             tree[path] = {"sha256": oid, "size": size, "oid": git_blob_sha1(lfs_pointer(oid, size)), "lfs": True}
