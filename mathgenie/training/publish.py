@@ -10,6 +10,10 @@ logger = logging.getLogger(__name__)
 _SUMMARIES = {
     "mathgenie-lm": "MathGenieLM: `{base}` fine-tuned on code-integrated (LCE) solutions; loss on the assistant's text "
     "and code blocks only, execution outputs masked (MathCoder's rule).",
+    "mcode": "M_code, MathGenie's candidate-solution generator and verifier: `{base}` fine-tuned on code-integrated "
+    "(LCE) solutions and (question, solution) → verification-rationale samples in one run; loss on the assistant's "
+    "text and code blocks only, execution outputs masked (MathCoder's rule). An intermediate model of the data "
+    "pipeline (solve and verify stages).",
     "backtranslation": "A MathGenie question back-translation model (M_backtrans): `{base}` fine-tuned to turn a "
     "solution into a new problem (`Create a New Problem based on the Solution: ...` → `New Problem: ...`); loss on "
     "the completion only. It is an intermediate model of the data pipeline, not a solver.",
