@@ -85,13 +85,14 @@ def test_missing_source_says_so(tmp_path):
         build_dcode([DCodeSource("t", str(TOOL_81K), split="validation")])
 
 
-def test_dcode_from_the_hub_and_pushed_back(hub):
+def test_dcode_from_the_hub_and_pushed_back(hub, tmp_path):
     """The samples uploaded at the paper's repo ids, in their layout: `PAPER_SOURCES` (the shipped default) builds
-    the same rows as the local files; the result pushes as two configs and loads back."""
+    the same rows as the local files; `mathgenie seed --dcode` (its defaults are those repos) writes and pushes the
+    two configs with a card, and they load back at the tag."""
     import datasets
-    from huggingface_hub import HfApi
+    from huggingface_hub import DatasetCard, HfApi
 
-    from mathgenie.upload import push_dataset
+    from mathgenie.cli import main
 
     api = HfApi()
     for source, folder in zip(PAPER_SOURCES, (TOOL_81K, MATHGENIE_DATA)):
@@ -103,7 +104,25 @@ def test_dcode_from_the_hub_and_pushed_back(hub):
     for kind in ("solutions", "verifications"):
         assert from_hub[kind]["train"].to_list() == local[kind]["train"].to_list()
 
-    result = push_dataset(from_hub, "org/mathgenie-dcode", tag="v1")
+    out = tmp_path / "dcode"
+    assert main(["seed", "--dcode", "--output", str(out), "--push", "org/mathgenie-dcode", "--tag", "v1"]) == 0
     for kind in ("solutions", "verifications"):
-        loaded = datasets.load_dataset("org/mathgenie-dcode", kind, split="train", revision=result.commit_sha)
-        assert loaded.to_list() == local[kind]["train"].to_list()
+        pushed = datasets.load_dataset("org/mathgenie-dcode", kind, split="train", revision="v1")
+        assert pushed.to_list() == local[kind]["train"].to_list()
+        written = datasets.Dataset.from_parquet(str(out / kind / "train" / "00000.parquet"))
+        assert written.to_list() == pushed.to_list()
+    card = DatasetCard.load("org/mathgenie-dcode", repo_type="dataset")
+    assert card.data.license == "apache-2.0" and "MathGenie/MATH-GSM8K-Tool-81K" in card.data.source_datasets
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "dcode"
+
+    # the training mix reads the pushed configs (format `rows`) like the published layout (format `mathcoder`)
+    from mathgenie.training.data import load_mix_source
+    from mathgenie.training.mix import MixSource
+
+    for fmt, dataset, config in (("rows", "org/mathgenie-dcode", "verifications"),
+                                 ("mathcoder", "MathGenie/MathGenieData", None)):
+        rows, source = load_mix_source(MixSource("seed_verifications", dataset, kind="verifications", config=config,
+                                                 format=fmt))
+        content = ["question", "solution", "verification"]  # ids are named after the mix source with `mathcoder`
+        assert rows.select_columns(content).to_list() == local["verifications"]["train"].select_columns(content).to_list()
+        assert source.revision == api.dataset_info(dataset).sha

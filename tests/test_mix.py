@@ -5,11 +5,11 @@ plugs into the solve and verify stages through configs/pipeline.mcode.yaml."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
 import pytest
+from test_training import runs  # maximal runs of equal mask values, decoded
 
 import datasets
 from mathgenie import schema
@@ -29,15 +29,6 @@ def lce_tokenizer(smollm2_dir):
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     add_lce_tokens(tok)
     return tok
-
-
-def runs(ids, mask, tokenizer) -> list[tuple[int, str]]:
-    out, pos = [], 0
-    for value, group in itertools.groupby(mask):
-        n = len(list(group))
-        out.append((value, tokenizer.decode(ids[pos:pos + n])))
-        pos += n
-    return out
 
 
 def verified_rows(n: int) -> list[dict]:
