@@ -124,5 +124,6 @@ def test_dcode_from_the_hub_and_pushed_back(hub, tmp_path):
         rows, source = load_mix_source(MixSource("seed_verifications", dataset, kind="verifications", config=config,
                                                  format=fmt))
         content = ["question", "solution", "verification"]  # ids are named after the mix source with `mathcoder`
-        assert rows.select_columns(content).to_list() == local["verifications"]["train"].select_columns(content).to_list()
+        expected = local["verifications"]["train"].select_columns(content).to_list()
+        assert rows.select_columns(content).to_list() == expected
         assert source.revision == api.dataset_info(dataset).sha

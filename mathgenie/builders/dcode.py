@@ -53,8 +53,8 @@ from mathgenie.builders.normalize import RecordLocation, SeedFormatError, read_r
 from mathgenie.builders.runner import run_builder
 from mathgenie.cards.common import CITATIONS
 
-__all__ = ["DCodeBuilder", "DCodeConfig", "DCodeSource", "KINDS", "PAPER_SOURCES", "SOLUTION_FEATURES", "SeedFormatError",
-           "VERIFICATION_FEATURES", "build_dcode", "parse_record"]
+__all__ = ["DCodeBuilder", "DCodeConfig", "DCodeSource", "KINDS", "PAPER_SOURCES", "SOLUTION_FEATURES",
+           "SeedFormatError", "VERIFICATION_FEATURES", "build_dcode", "parse_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,8 @@ class DCodeBuilder(datasets.GeneratorBasedBuilder):
         by_split: dict[str, list] = {}
         for s in sources:  # downloads and missing paths fail here, before any row is written
             by_split.setdefault(s.split, []).append((s, source_files(s)))
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"inputs": inputs}) for split, inputs in by_split.items()]
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"inputs": inputs})
+                for split, inputs in by_split.items()]
 
     def _generate_examples(self, inputs) -> Iterator[tuple[Key, dict]]:
         kind, seen = self.config.name, {}

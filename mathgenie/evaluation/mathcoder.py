@@ -57,7 +57,8 @@ def _braced_sqrt(s: str) -> str:
 
 
 def _braced_fracs(s: str) -> str:
-    """``\\frac12`` → ``\\frac{1}{2}``, ``\\frac1{2}`` → ``\\frac{1}{2}``; a too-short ``\\frac`` leaves ``s`` as is."""
+    """``\\frac12`` → ``\\frac{1}{2}``, ``\\frac1{2}`` → ``\\frac{1}{2}``; a too-short ``\\frac`` leaves
+    ``s`` as is."""
     head, *rest = s.split("\\frac")
     out = head
     for p in rest:

@@ -1,6 +1,7 @@
 """``mathgenie train CONFIG.yaml [--field value ...]``: run the recipe the YAML names in its ``recipe:`` key
-(``backtranslation``, ``mcode`` or ``mathgenie-lm``). Every other YAML key is a field of that recipe's config (TRL's `SFTConfig`
-plus mathgenie's, see `config.py`); command-line ``--field value`` pairs override the YAML (TRL's `TrlParser`).
+(``backtranslation``, ``mcode`` or ``mathgenie-lm``). Every other YAML key is a field of that recipe's config (TRL's
+`SFTConfig` plus mathgenie's, see `config.py`); command-line ``--field value`` pairs override the YAML (TRL's
+`TrlParser`).
 
     mathgenie train configs/train_mcode.yaml                        # M_code: solver + verifier on D_code
     mathgenie train configs/train_mathgenie_lm.yaml --model_name_or_path Qwen/Qwen2.5-1.5B --push_tag v1
