@@ -14,7 +14,7 @@ from test_training import runs  # maximal runs of equal mask values, decoded
 import datasets
 from mathgenie import schema
 from mathgenie.training.config import MathGenieLMConfig, MCodeConfig
-from mathgenie.training.mix import MixSource, parse_mix, weighted_indices
+from mathgenie.training.mix import parse_mix, weighted_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 DCODE = ROOT / "tests" / "data" / "dcode"

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import datasets
 from datasets import Features, Value
@@ -53,8 +53,8 @@ from mathgenie.builders.normalize import RecordLocation, SeedFormatError, read_r
 from mathgenie.builders.runner import run_builder
 from mathgenie.cards.common import CITATIONS
 
-__all__ = ["DCodeBuilder", "DCodeConfig", "DCodeSource", "KINDS", "PAPER_SOURCES", "SOLUTION_FEATURES",
-           "SeedFormatError", "VERIFICATION_FEATURES", "build_dcode", "parse_record"]
+__all__ = ["KINDS", "PAPER_SOURCES", "SOLUTION_FEATURES", "VERIFICATION_FEATURES", "DCodeBuilder", "DCodeConfig",
+           "DCodeSource", "SeedFormatError", "build_dcode", "parse_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ _FEATURES = {"solutions": SOLUTION_FEATURES, "verifications": VERIFICATION_FEATU
 # Table 10 of the paper (mathgenie/generation/prompts/mathgenie.yaml `verify`), as a pattern: labels with or without
 # the bold markers, any whitespace around the parts.
 _VERIFY_INSTRUCTION = re.compile(
-    r"\s*Above is a math problem and its solution\.\s*Please use code to verify the solution above\.?\s*$", re.I)
+    r"\s*Above is a math problem and its solution\.\s*Please use code to verify the solution above\.?\s*$",
+    re.IGNORECASE)
 _VERIFY_PARTS = re.compile(r"^\s*(?:\*\*)?Question(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.*?)\s*"
-                           r"(?:\*\*)?Solution(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.*)$", re.S | re.I)
+                           r"(?:\*\*)?Solution(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.*)$", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)

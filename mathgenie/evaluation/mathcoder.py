@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["completion", "find_math_answer", "is_equal", "mathcoder_equal", "gsm8k_equal"]
+__all__ = ["completion", "find_math_answer", "gsm8k_equal", "is_equal", "mathcoder_equal"]
 
 TOLERANCE = 1e-2
 
@@ -118,7 +118,7 @@ def _strip_units(s: str) -> str:
     return s.replace("ft^3", "").replace("ft^2", "")
 
 
-_BOXED = re.compile(r"oxed{(.*)}", re.S)
+_BOXED = re.compile(r"oxed{(.*)}", re.DOTALL)
 
 
 def find_math_answer(text: str) -> str:

@@ -92,7 +92,7 @@ def weighted_indices(num_rows: int, weight: float, seed: int) -> list[int]:
     drawn with ``seed``, in order."""
     import random
 
-    whole, frac = int(math.floor(weight)), weight - math.floor(weight)
+    whole, frac = math.floor(weight), weight - math.floor(weight)
     extra = sorted(random.Random(seed).sample(range(num_rows), round(frac * num_rows))) if frac else []
     return sorted(list(range(num_rows)) * whole + extra)
 
