@@ -151,7 +151,8 @@ class MathGenieLMConfig(_RecipeConfig):
         default=None,
         metadata={"help": "The training mix: a list of sources, each `{name, dataset, kind: solutions|verifications, "
                           "weight, config, split, revision, format: rows|mathcoder, exclude_verdicts, "
-                          "require_finished}` (see mathgenie/training/mix.py). Replaces `dataset_name`."},
+                          "require_finished}` (see mathgenie/training/mix.py), set in the YAML. Replaces "
+                          "`dataset_name`."},
     )
     seed_dataset_name: str | None = field(
         default=None, metadata={"help": "Without `mix`: extra LCE solutions (question + blocks, or messages)."})
