@@ -324,8 +324,11 @@ def test_end_to_end_smollm2_on_every_benchmark_pushes_results_into_the_model_car
     commits = [c.commit_id for c in HfApi().list_repo_commits(repo)]
     assert commits[1] == pushed.commit_sha  # the card update is one new commit on top of the pushed model
     fresh = ModelCard.load(repo)
-    entries = {r.dataset_name: r for r in fresh.data.eval_results}
-    assert set(entries) == {b.title for b in BENCHMARKS.values()}
-    assert {r.metric_name for r in entries.values()} == {"accuracy (greedy, first 1)"}
-    assert entries["GSM8K"].metric_value == 100 * results["scores"]["gsm8k"]["accuracy"]
+    entries = {(r.dataset_name, r.metric_name): r for r in fresh.data.eval_results}  # both scorers
+    assert {name for name, _ in entries} == {b.title for b in BENCHMARKS.values()}
+    plain, mathcoder = "accuracy (greedy, first 1)", "accuracy (greedy, first 1, MathCoder scorer)"
+    assert {metric for _, metric in entries} == {plain, mathcoder}
+    assert entries["GSM8K", plain].metric_value == 100 * results["scores"]["gsm8k"]["accuracy"]
+    assert entries["GSM8K", mathcoder].metric_value == \
+        100 * results["scores_by_scorer"]["mathcoder"]["gsm8k"]["accuracy"]
     assert "mathgenie-eval:start" in fresh.text and fresh.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"

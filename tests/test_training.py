@@ -370,6 +370,7 @@ def test_mathgenie_lm_trains_pushes_and_resumes(hub, hub_data, tmp_path):
     card = (Path(hub_data["api"].hf_hub_download(config.push_repo_id, "README.md", revision="v1"))).read_text()
     assert hub_data["base"] in card and hub_data["verified_sha"] in card and "learning_rate" in card
     assert "last_loss" in card
+    assert f"data: {hub_data['verified']} (solutions, weight 1.0) -> 22 samples" in card  # the mix, with its counts
 
     # resume from checkpoint-10: continues at step 11 and reproduces the first run's losses
     resumed = train(MathGenieLMConfig(

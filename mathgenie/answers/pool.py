@@ -78,13 +78,27 @@ def _worker_main() -> None:
                 return
             job, pred, gold = message["job"], message["pred"], message["gold"]
             try:
-                verdict = bool(math_verify_equal(pred, gold))
+                check = resolve_check(message["check"]) if message.get("check") else math_verify_equal
+                verdict = bool(check(pred, gold))
             except (Exception, RecursionError, MemoryError):
                 logger.debug("math-verify failed on %r vs %r", pred[:80], gold[:80], exc_info=True)
                 verdict = False
             protocol.write_frame(out_fd, {"job": job, "verdict": verdict})
     except BrokenPipeError:  # the parent went away or closed the pool while we started
         return
+
+
+_checks: dict = {}
+
+
+def resolve_check(name: str):
+    """``"module:function"`` → the function (another scorer than math-verify, e.g. MathCoder's), imported once."""
+    if name not in _checks:
+        import importlib
+
+        module, _, function = name.partition(":")
+        _checks[name] = getattr(importlib.import_module(module), function)
+    return _checks[name]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -106,8 +120,8 @@ class _Worker:
         self.job: int | None = None
         self.deadline: float | None = None
 
-    def send(self, job: int, pred: str, gold: str) -> None:
-        protocol.write_frame(self.wfd, {"job": job, "pred": pred, "gold": gold})
+    def send(self, job: int, pred: str, gold: str, check: str | None = None) -> None:
+        protocol.write_frame(self.wfd, {"job": job, "pred": pred, "gold": gold, **({"check": check} if check else {})})
 
     def receive(self) -> list[dict] | None:
         """Frames that have arrived, or None when the worker has exited."""
@@ -182,9 +196,9 @@ class CheckerPool:
             finally:
                 self._lock.release()
 
-    def run(self, items: list[tuple[str, str]], *, timeout: float | None, num_workers: int) -> list[bool]:
-        """math-verify verdicts for ``(pred, gold)`` items; an item past ``timeout`` seconds (or whose worker crashed)
-        is False."""
+    def run(self, items: list[tuple], *, timeout: float | None, num_workers: int) -> list[bool]:
+        """math-verify verdicts for ``(pred, gold)`` items, or the verdicts of another check for ``(pred, gold,
+        "module:function")`` items; an item past ``timeout`` seconds (or whose worker crashed) is False."""
         if not items:
             return []
         with self._lock:
@@ -244,7 +258,7 @@ class CheckerPool:
                         elif w.job is not None:
                             self.crashes += 1
                             logger.warning("answer-checker worker died on %r vs %r; counted as not equal",
-                                           *(x[:80] for x in items[in_flight[w.job]]))
+                                           *(x[:80] for x in items[in_flight[w.job]][:2]))
                         replace(w)
                         continue
                     for frame in frames:
@@ -258,7 +272,7 @@ class CheckerPool:
                     if w.job is not None and w.deadline is not None and now >= w.deadline:
                         self.timeouts += 1
                         logger.warning("answer check timed out after %.1fs on %r vs %r; counted as not equal",
-                                       timeout, *(x[:80] for x in items[in_flight[w.job]]))
+                                       timeout, *(x[:80] for x in items[in_flight[w.job]][:2]))
                         replace(w)
                     elif not w.ready and now >= w.started + _BOOT_TIMEOUT_S:
                         raise RuntimeError(f"the answer-checker worker did not start within {_BOOT_TIMEOUT_S:.0f}s")

@@ -3,6 +3,7 @@
     mathgenie seed --output outputs/seed                                   # the bundled 48-row sample (offline)
     mathgenie seed --gsm8k openai/gsm8k --math EleutherAI/hendrycks_math --output outputs/seed
     mathgenie seed --gsm8k data/gsm8k/train.jsonl --math data/MATH --push you/mathgenie-seed --tag v1.0
+    mathgenie seed --dcode --push you/mathgenie-dcode --tag v1.0   # D_code: the code-integrated seed (dcode_cli.py)
 
 ``--gsm8k``/``--math`` take a Hub dataset repo id or a local file/directory (raw upstream formats or the
 ``id, question, solution, answer`` format). Nothing is written or pushed unless every row is valid.
@@ -39,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--push", metavar="REPO_ID", help="push the seed to this Hub dataset repo (one commit)")
     p.add_argument("--tag", help="tag the pushed commit, e.g. v1.0")
     p.add_argument("--dry-run", action="store_true", help="with --push: build and check, push nothing")
+    from mathgenie.builders.dcode_cli import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=main)
     return p
 
@@ -68,6 +72,10 @@ def main(args) -> int:
         raise SystemExit("mathgenie seed: --tag needs --push REPO_ID")
     if not args.output and not args.push:
         logger.warning("neither --output nor --push given: the seed is built and checked, then discarded")
+    if args.dcode:
+        from mathgenie.builders.dcode_cli import main as dcode_main
+
+        return dcode_main(args)
     sources = sources_from_args(args)
     if sources is None:
         logger.info("no --gsm8k/--math/--source given: building the bundled sample seed (48 rows)")

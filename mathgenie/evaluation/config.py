@@ -48,6 +48,11 @@ class EvalConfig:
     resolve_temperature: float = field(default=0.7, metadata={"help": "Temperature of re-solves after a 'wrong' "
                                        "verdict (a greedy re-solve would repeat the rejected solution)."})
     random_seed: int = field(default=0, metadata={"help": "Seed of every sampled request."})
+    scorer: str = field(default="math-verify", metadata={
+        "help": "Scorer of the headline accuracy: 'math-verify' (extracted answer, math-verify with a relative guard) "
+                "or 'mathcoder' (MathCoder's find_math_answer/is_equal on the last block, absolute 0.01 tolerance: "
+                "the paper's numbers). Both are computed and go into results.json and the model card.",
+        "choices": ["math-verify", "mathcoder"]})
     # -- execution ----------------------------------------------------------------------------------------------------
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (MathCoder: 6)."})
     sandbox_workers: int | None = field(default=None, metadata={"help": "Sandbox processes (default: CPU count)."})
@@ -67,6 +72,8 @@ class EvalConfig:
             self.benchmarks = parse_benchmarks(self.benchmarks)
         except KeyError as e:
             raise EvalConfigError(f"benchmarks: {e.args[0]}") from None
+        if self.scorer not in ("math-verify", "mathcoder"):
+            raise EvalConfigError(f"scorer={self.scorer!r}: expected 'math-verify' or 'mathcoder'")
         if self.format not in ("lce", "markdown"):
             raise EvalConfigError(f"format={self.format!r}: expected 'lce' or 'markdown'")
         for name in ("n", "max_tokens", "max_blocks", "max_model_len"):

@@ -18,13 +18,25 @@ from mathgenie.evaluation.benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
 
+SCORER_NAMES = {"math-verify": "math-verify", "mathcoder": "MathCoder's scorer"}
+
 SECTION_START, SECTION_END = "<!-- mathgenie-eval:start -->", "<!-- mathgenie-eval:end -->"
 
 
+# The model-index name of each scorer's accuracy: math-verify's keeps the plain name earlier runs used.
+_SCORER_SUFFIX = {"math-verify": "", "mathcoder": ", MathCoder scorer"}
+
+
 def eval_results(run, cfg) -> list[EvalResult]:
-    """One `EvalResult` per benchmark of ``run`` (accuracy in %)."""
+    """One `EvalResult` per benchmark of ``run`` and scorer (accuracy in %): math-verify's and MathCoder's (the
+    harness of the paper's numbers), whichever is the run's headline scorer."""
+    by_scorer = run.scores_by_scorer or {cfg.scorer: run.scores}
+    return [r for scorer, scores in by_scorer.items() for r in _scorer_results(scores, cfg, _SCORER_SUFFIX[scorer])]
+
+
+def _scorer_results(scores, cfg, suffix: str) -> list[EvalResult]:
     results = []
-    for name, s in run.scores.items():
+    for name, s in scores.items():
         spec = BENCHMARKS[name]
         on_hub = not spec.source.startswith(("http://", "https://"))
         limited = cfg.limit is not None
@@ -37,7 +49,7 @@ def eval_results(run, cfg) -> list[EvalResult]:
             dataset_split="test",
             dataset_args={"limit": cfg.limit, "questions": s.total} if limited else None,
             metric_type="accuracy",
-            metric_name=f"accuracy ({cfg.mode}" + (f", first {cfg.limit}" if limited else "") + ")",
+            metric_name=f"accuracy ({cfg.mode}" + (f", first {cfg.limit}" if limited else "") + suffix + ")",
             metric_value=round(100 * s.accuracy, 2),
         ))
     return results
@@ -63,12 +75,18 @@ def evaluation_section(run, cfg) -> str:
         f"{cfg.max_blocks} blocks of {cfg.max_tokens} tokens), {when}. Accuracy = correct / all questions"
         + (f"; **first {cfg.limit} questions of each benchmark only**" if cfg.limit else "") + ".",
         "",
+        f"Scored by {SCORER_NAMES[cfg.scorer]}. The last table scores the same predictions both ways: "
+        "math-verify on the extracted final answer (symbolic equivalence, relative numeric guard), and MathCoder's "
+        "`find_math_answer`/`is_equal` on the solution's last block (its extraction and unit stripping, absolute "
+        "tolerance 0.01), the harness the MathGenie paper's numbers come from.",
+        "",
         run.table,
         "",
         f"Reproduce: `mathgenie eval --model {cfg.model}" + (f" --revision {cfg.revision}" if cfg.revision else "")
         + f" --benchmarks {','.join(cfg.benchmarks)}" + (f" --limit {cfg.limit}" if cfg.limit else "")
         + (f" --n {cfg.n} --temperature {cfg.temperature}" if cfg.n > 1 else "")
-        + (f" --verify-rounds {cfg.verify_rounds}" if cfg.verify_rounds else "") + "`",
+        + (f" --verify-rounds {cfg.verify_rounds}" if cfg.verify_rounds else "")
+        + (f" --scorer {cfg.scorer}" if cfg.scorer != "math-verify" else "") + "`",
         SECTION_END,
     ]
     return "\n".join(lines)

@@ -24,9 +24,18 @@ from datasets import Features, List, Value
 
 from mathgenie import schema
 from mathgenie.cards.common import redact, scrub_text
+from mathgenie.evaluation import mathcoder
 from mathgenie.evaluation.config import EvalConfig, EvalConfigError  # noqa: F401  (re-exported)
 from mathgenie.evaluation.registry import BENCHMARKS
-from mathgenie.evaluation.scoring import BenchmarkScore, accuracy_table, format_table, majority_vote, score
+from mathgenie.evaluation.scoring import (
+    BenchmarkScore,
+    accuracy_table,
+    format_scorer_comparison,
+    format_table,
+    majority_vote,
+    score,
+    score_mathcoder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +49,9 @@ PREDICTION_FEATURES = Features(
         "type": Value("string"),
         "blocks": schema.BLOCKS,  # the prediction's LCE solution, executions included
         "answer_pred": Value("string"),  # its final answer (maj@k: the majority answer); null if none
-        "correct": Value("bool"),
+        "correct": Value("bool"),  # by the run's scorer (`EvalConfig.scorer`)
+        "correct_math_verify": Value("bool"),
+        "correct_mathcoder": Value("bool"),  # MathCoder's harness on the last block (maj@k: the chosen sample's)
         "finish_reason": Value("string"),
         "num_code_blocks": Value("int32"),
         "sample_answers": List(Value("string")),  # maj@k: every sample's answer; verified: every attempt's answer
@@ -55,12 +66,13 @@ PREDICTION_FEATURES = Features(
 
 @dataclass
 class EvalRun:
-    scores: dict[str, BenchmarkScore]
+    scores: dict[str, BenchmarkScore]  # by the run's scorer
     predictions: datasets.DatasetDict  # split per benchmark
     table: str
     results: dict  # what results.json holds
     files: list[str] = field(default_factory=list)
     card_commit: str | None = None
+    scores_by_scorer: dict[str, dict[str, BenchmarkScore]] = field(default_factory=dict)  # every scorer's
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -181,19 +193,31 @@ def evaluate_model(cfg: EvalConfig, *, engine=None, sandbox=None) -> EvalRun:
             sandbox.close()
         if own_engine:
             engine.close()
-    correct = score([o["answer_pred"] for o in outcomes], [r["answer"] for r in rows])
-    records = [{**row, **o, "correct": ok, "model": cfg.model, "revision": revision}
-               for row, o, ok in zip(rows, outcomes, correct)]
-    scores = accuracy_table(records)
+    references = [r["answer"] for r in rows]
+    by_scorer = {
+        "math-verify": score([o["answer_pred"] for o in outcomes], references),
+        "mathcoder": score_mathcoder([mathcoder.completion(o["blocks"]) for o in outcomes], references,
+                                     [r["benchmark"] for r in rows]),
+    }
+    records = [{**row, **o, "correct": by_scorer[cfg.scorer][i], "correct_math_verify": by_scorer["math-verify"][i],
+                "correct_mathcoder": by_scorer["mathcoder"][i], "model": cfg.model, "revision": revision}
+               for i, (row, o) in enumerate(zip(rows, outcomes))]
+    scores_by_scorer = {name: accuracy_table([{**r, "correct": ok} for r, ok in zip(records, verdicts)])
+                        for name, verdicts in by_scorer.items()}
+    scores = scores_by_scorer[cfg.scorer]
     predictions = datasets.DatasetDict({
         name: datasets.Dataset.from_list([r for r in records if r["benchmark"] == name], features=PREDICTION_FEATURES)
         for name in data if any(r["benchmark"] == name for r in records)})
-    table = format_table(scores, titles={k: b.title for k, b in BENCHMARKS.items()})
+    titles = {k: b.title for k, b in BENCHMARKS.items()}
+    table = format_table(scores, titles=titles) + "\n\n" + format_scorer_comparison(scores_by_scorer, titles=titles)
     generations = sum(o["generations"] for o in outcomes) / max(len(outcomes), 1)
     results = {"model": cfg.model, "revision": cfg.revision, "resolved_revision": revision, "mode": cfg.mode,
-               "scores": {k: v.to_dict() for k, v in scores.items()}, "generations_per_question": generations,
+               "scorer": cfg.scorer, "scores": {k: v.to_dict() for k, v in scores.items()},
+               "scores_by_scorer": {name: {k: v.to_dict() for k, v in table_.items()}
+                                    for name, table_ in scores_by_scorer.items()},
+               "generations_per_question": generations,
                "seconds": time.perf_counter() - start, "config": redact(asdict(cfg))}  # e.g. an api_key
-    run = EvalRun(scores, predictions, table, results)
+    run = EvalRun(scores, predictions, table, results, scores_by_scorer=scores_by_scorer)
     _write(run, Path(cfg.output_dir))
     logger.debug("results (%s):\n%s", cfg.mode, table)  # the CLI prints the table; callers get it in EvalRun
     if cfg.push_predictions:

@@ -1,10 +1,16 @@
 """Scoring predictions against benchmark answers: accuracy per benchmark, per MATH subject and level, and maj@k.
 
-Equivalence is `mathgenie.answers.check_batch` (exact fast paths, then math-verify with a deadline), applied to the
-extracted final answer. As in MathCoder's harness, accuracy is correct / all items: a question with no extracted
-answer counts as wrong.
+Two scorers (`SCORERS`):
+
+- ``math-verify`` (`score`): `mathgenie.answers.check_batch` (exact fast paths, then math-verify with a relative
+  numeric guard and a deadline) on the extracted final answer.
+- ``mathcoder`` (`score_mathcoder`): MathCoder's harness, which the paper's numbers come from (`mathcoder.py`): its
+  own extraction from the solution's last block and an absolute 0.01 tolerance.
+
+As in MathCoder's harness, accuracy is correct / all items: a question with no extracted answer counts as wrong.
 
     correct = score(predicted_answers, gold_answers)
+    correct = score_mathcoder(last_blocks, gold_answers, benchmarks)
     table = accuracy_table(rows)   # rows with benchmark, type, level, correct
 """
 
@@ -16,6 +22,10 @@ from dataclasses import asdict, dataclass, field
 
 from mathgenie.answers import check_batch, normalize_answer
 
+SCORERS = ("math-verify", "mathcoder")
+_MATHCODER_CHECK = "mathgenie.evaluation.mathcoder:mathcoder_equal"
+_MATHCODER_GSM8K_CHECK = "mathgenie.evaluation.mathcoder:gsm8k_equal"  # MathCoder drops letters for GSM8K
+
 
 def score(predictions: Sequence[str | None], references: Sequence[str], *, num_workers: int | None = None,
           timeout: float | None = 5.0) -> list[bool]:
@@ -25,6 +35,29 @@ def score(predictions: Sequence[str | None], references: Sequence[str], *, num_w
                          "reference")
     pairs = [(None if p is None else str(p), str(r)) for p, r in zip(predictions, references)]
     return check_batch(pairs, num_workers=num_workers, timeout=timeout)
+
+
+def score_mathcoder(completions: Sequence[str], references: Sequence[str], benchmarks: Sequence[str], *,
+                    num_workers: int | None = None, timeout: float | None = 5.0) -> list[bool]:
+    """MathCoder's verdict for each ``completion`` (the content of the solution's last block, see
+    `mathcoder.completion`), in the answer checker's worker processes with ``timeout`` seconds per pair."""
+    if not len(completions) == len(references) == len(benchmarks):
+        raise ValueError(f"{len(completions)} completions, {len(references)} references and {len(benchmarks)} "
+                         "benchmark names; give one of each per question")
+    from mathgenie.answers.pool import default_num_workers, shared_pool
+
+    items = [(str(c or ""), str(r), _MATHCODER_GSM8K_CHECK if b == "gsm8k" else _MATHCODER_CHECK)
+             for c, r, b in zip(completions, references, benchmarks)]
+    unique = list(dict.fromkeys(items))
+    if timeout is None:
+        from mathgenie.answers.pool import resolve_check
+
+        verdicts = [resolve_check(check)(c, r) for c, r, check in unique]
+    else:
+        workers = min(num_workers or default_num_workers(), max(1, len(unique) // 32))
+        verdicts = shared_pool().run(unique, timeout=timeout, num_workers=workers)
+    by_item = dict(zip(unique, verdicts))
+    return [by_item[item] for item in items]
 
 
 def majority_vote(answers: Iterable[str | None]) -> str | None:
@@ -120,4 +153,22 @@ def format_table(scores: dict[str, BenchmarkScore], *, titles: dict[str, str] | 
                           "|---|---:|---:|"]
                 lines += [f"| {k} | {100 * g['accuracy']:.1f} | {g['correct']} / {g['total']} |"
                           for k, g in groups.items()]
+    return "\n".join(lines)
+
+
+SCORER_TITLES = {"math-verify": "math-verify (%)", "mathcoder": "MathCoder's scorer (%)"}
+
+
+def format_scorer_comparison(by_scorer: dict[str, dict[str, BenchmarkScore]], *,
+                             titles: dict[str, str] | None = None) -> str:
+    """Markdown: each benchmark's accuracy under every scorer, side by side (MathCoder's scorer is the one the paper's
+    numbers come from)."""
+    titles = titles or {}
+    names = list(by_scorer)
+    benchmarks = list(next(iter(by_scorer.values()), {}))
+    lines = ["| benchmark | " + " | ".join(SCORER_TITLES.get(n, n) for n in names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for bench in benchmarks:
+        lines.append(f"| {titles.get(bench, bench)} | "
+                     + " | ".join(f"{100 * by_scorer[n][bench].accuracy:.1f}" for n in names) + " |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Training recipes on TRL's SFTTrainer: the back-translation model (M_backtrans) and MathGenieLM (LCE SFT).
+"""Training recipes on TRL's SFTTrainer: the back-translation model (M_backtrans), M_code (the solver/verifier) and
+MathGenieLM (LCE SFT on the training mix).
 
 Names are imported lazily so that ``mathgenie --help`` (which imports ``mathgenie.training.cli``) stays fast.
 """
@@ -10,6 +11,8 @@ import importlib
 _EXPORTS = {
     "BacktranslationConfig": "mathgenie.training.config",
     "MathGenieLMConfig": "mathgenie.training.config",
+    "MCodeConfig": "mathgenie.training.config",
+    "MixSource": "mathgenie.training.mix",
     "RECIPES": "mathgenie.training.config",
     "train": "mathgenie.training.recipes",
     "TrainResult": "mathgenie.training.recipes",

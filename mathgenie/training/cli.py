@@ -1,7 +1,9 @@
 """``mathgenie train CONFIG.yaml [--field value ...]``: run the recipe the YAML names in its ``recipe:`` key
-(``backtranslation`` or ``mathgenie-lm``). Every other YAML key is a field of that recipe's config (TRL's `SFTConfig`
-plus mathgenie's, see `config.py`); command-line ``--field value`` pairs override the YAML (TRL's `TrlParser`).
+(``backtranslation``, ``mcode`` or ``mathgenie-lm``). Every other YAML key is a field of that recipe's config (TRL's
+`SFTConfig` plus mathgenie's, see `config.py`); command-line ``--field value`` pairs override the YAML (TRL's
+`TrlParser`).
 
+    mathgenie train configs/train_mcode.yaml                        # M_code: solver + verifier on D_code
     mathgenie train configs/train_mathgenie_lm.yaml --model_name_or_path Qwen/Qwen2.5-1.5B --push_tag v1
     mathgenie train configs/train_mathgenie_lm.yaml --help          # every field of the recipe
     accelerate launch --config_file configs/accelerate/fsdp.yaml -m mathgenie.cli train configs/train_mathgenie_lm.yaml
@@ -17,10 +19,10 @@ logger = logging.getLogger(__name__)
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help="train the back-translation model or MathGenieLM (TRL SFT)", description=__doc__,
+        "train", help="train the back-translation model, M_code or MathGenieLM (TRL SFT)", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("config", help="YAML config with a `recipe:` key (backtranslation | mathgenie-lm)")
+    parser.add_argument("config", help="YAML config with a `recipe:` key (backtranslation | mcode | mathgenie-lm)")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the YAML")
     parser.set_defaults(func=main)
     return parser

@@ -81,6 +81,8 @@ class _RecipeConfig(SFTConfig):
             self.bf16 = is_torch_bf16_gpu_available()
         super().__post_init__()
         for name in ("model_name_or_path", "dataset_name"):
+            if name == "dataset_name" and getattr(self, "mix", None):
+                continue  # the LCE recipes' `mix` names its datasets
             if not getattr(self, name):
                 raise ValueError(
                     f"`{name}` is required: set it in the YAML config or pass `--{name} REPO_ID_OR_PATH`"
@@ -138,22 +140,29 @@ class BacktranslationConfig(_RecipeConfig):
 
 @dataclass
 class MathGenieLMConfig(_RecipeConfig):
-    """MathGenieLM: SFT on LCE conversations (verified data, plus seed LCE data), MathCoder's loss mask, packing with no
-    attention across examples."""
+    """MathGenieLM: SFT on a mix of LCE samples (`mix.py`: code-integrated solutions and verification rationales of
+    the seed and of the verified AugData), MathCoder's loss mask, packing with no attention across examples."""
 
     recipe: str = field(default="mathgenie-lm", metadata={"help": "Recipe name.", "choices": ["mathgenie-lm"]})
     output_dir: str | None = field(
         default="outputs/mathgenie-lm", metadata={"help": "Checkpoints, logs and the final model (`model/`)."}
     )
-    seed_dataset_name: str | None = field(
-        default=None, metadata={"help": "Optional extra LCE data (question + blocks, or messages): Hub id or path."}
+    mix: list[dict] | None = field(
+        default=None,
+        metadata={"help": "The training mix: a list of sources, each `{name, dataset, kind: solutions|verifications, "
+                          "weight, config, split, revision, format: rows|mathcoder, exclude_verdicts, "
+                          "require_finished}` (see mathgenie/training/mix.py), set in the YAML. Replaces "
+                          "`dataset_name`."},
     )
+    seed_dataset_name: str | None = field(
+        default=None, metadata={"help": "Without `mix`: extra LCE solutions (question + blocks, or messages)."})
     seed_dataset_config: str | None = field(default=None, metadata={"help": "Config of `seed_dataset_name`."})
     seed_dataset_split: str = field(default="train", metadata={"help": "Split of `seed_dataset_name`."})
     seed_dataset_revision: str | None = field(default=None, metadata={"help": "Revision of `seed_dataset_name`."})
     system_prompt: str = field(
         default=schema.DEFAULT_SYSTEM,
-        metadata={"help": "System text of every training conversation (MathCoder's default is empty)."},
+        metadata={"help": "System text of every training conversation (MathCoder's default is empty). The solve and "
+                          "verify stages must use the same (`solve.system`)."},
     )
     add_lce_tokens: bool = field(
         default=True,
@@ -165,7 +174,7 @@ class MathGenieLMConfig(_RecipeConfig):
     exclude_verdicts: list[str] = field(
         default_factory=lambda: ["wrong"],
         metadata={"help": "Drop rows whose `verdict` is one of these (MathGenie keeps what the verifier did not "
-                          "reject)."},
+                          "reject); a mix source's own `exclude_verdicts` wins."},
     )
     require_finished: bool = field(
         default=True, metadata={"help": "Drop rows whose `finish_reason` is not `endofmessage` (cut solutions)."}
@@ -188,6 +197,42 @@ class MathGenieLMConfig(_RecipeConfig):
         super().__post_init__()
         if self.seed_dataset_revision and not self.seed_dataset_name:
             raise ValueError("`seed_dataset_revision` is set but `seed_dataset_name` is not")
+        if self.mix and (self.dataset_name or self.seed_dataset_name):
+            raise ValueError("`mix` and `dataset_name`/`seed_dataset_name` both name training data; put every "
+                             "dataset in `mix` (or drop `mix` to train on `dataset_name`)")
+        self.mix_sources()  # fail on a bad mix at parse time, not after the model is loaded
+
+    def mix_sources(self) -> list:
+        """The `mix.MixSource` list: `mix`, or ``dataset_name`` (+ ``seed_dataset_name``) as solution sources."""
+        from mathgenie.training.mix import MixSource, parse_mix
+
+        if self.mix:
+            return parse_mix(self.mix)
+        sources = [MixSource("data", self.dataset_name, config=self.dataset_config, split=self.dataset_split,
+                             revision=self.dataset_revision)]
+        if self.seed_dataset_name:
+            sources.append(MixSource("seed", self.seed_dataset_name, config=self.seed_dataset_config,
+                                     split=self.seed_dataset_split, revision=self.seed_dataset_revision))
+        return sources
 
 
-RECIPES: dict[str, type[_RecipeConfig]] = {"backtranslation": BacktranslationConfig, "mathgenie-lm": MathGenieLMConfig}
+@dataclass
+class MCodeConfig(MathGenieLMConfig):
+    """M_code, the candidate-solution generator and verifier (MathGenie §2): SFT on D_code's code-integrated solutions
+    and its (question, solution) → verification-rationale samples in one run, with MathCoder's recipe (§3.1 of
+    MathCoder: lr 2e-5, cosine, 50 warm-up steps, global batch 128, context 2048, 3 epochs) and loss mask."""
+
+    recipe: str = field(default="mcode", metadata={"help": "Recipe name.", "choices": ["mcode"]})
+    output_dir: str | None = field(
+        default="outputs/mcode", metadata={"help": "Checkpoints, logs and the final model (`model/`)."}
+    )
+    max_length: int | None = field(
+        default=2048, metadata={"help": "Longest sequence (and packed row length); longer examples are dropped."}
+    )
+    global_batch_size: int | None = field(
+        default=128, metadata={"help": "Rows per optimizer step over all devices (derives gradient accumulation)."}
+    )
+
+
+RECIPES: dict[str, type[_RecipeConfig]] = {"backtranslation": BacktranslationConfig, "mathgenie-lm": MathGenieLMConfig,
+                                           "mcode": MCodeConfig}

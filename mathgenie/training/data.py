@@ -25,10 +25,11 @@ class DataSource:
     split: str
     revision: str | None
     num_rows: int
+    mix: dict | None = None  # the training-mix source this came through: name, kind, weight, samples used
 
     def to_dict(self) -> dict:
         return {"name": self.name, "config": self.config, "split": self.split, "revision": self.revision,
-                "num_rows": self.num_rows}
+                "num_rows": self.num_rows, **({"mix": self.mix} if self.mix else {})}
 
 
 def load_source(
@@ -68,6 +69,29 @@ def load_source(
     ds = datasets.load_dataset(name, config, split=split, revision=sha, num_proc=num_proc)
     logger.info("loaded %s (config %s, split %s) at %s: %d rows", name, config, split, sha, len(ds))
     return ds, DataSource(name, config, split, sha, len(ds))
+
+
+def load_mix_source(source, *, num_proc: int | None = None) -> tuple[datasets.Dataset, DataSource]:
+    """The rows of a `mix.MixSource`: through `load_source`, or for ``format: mathcoder`` through the D_code builder
+    (the published MathGenie jsonl layout, on the Hub or local). Any failure names the source."""
+    try:
+        if source.format == "rows":
+            return load_source(source.dataset, config=source.config, split=source.split, revision=source.revision,
+                               num_proc=num_proc)
+        from mathgenie.builders.dcode import DCodeSource, build_dcode
+
+        dsource = DCodeSource(source.name, source.dataset, split=source.split, revision=source.revision,
+                              kinds=(source.kind,))
+        if dsource.is_hub:  # pin the commit, for the card and so every file is read at the same one
+            from huggingface_hub import HfApi
+
+            sha = HfApi().dataset_info(source.dataset, revision=source.revision).sha
+            dsource = DCodeSource(source.name, source.dataset, split=source.split, revision=sha, kinds=(source.kind,))
+        ds = build_dcode([dsource], kinds=(source.kind,))[source.kind][source.split]
+        return ds, DataSource(source.dataset, None, source.split, dsource.revision, len(ds))
+    except Exception as e:  # missing path, unknown repo, bad record: all are this source's to fix
+        raise ValueError(f"mix source {source.name!r} (dataset {source.dataset!r}, split {source.split!r}, format "
+                         f"{source.format!r}): {e}") from e
 
 
 def _pick_split(ds: datasets.DatasetDict, split: str, name: str) -> datasets.Dataset:
@@ -118,30 +142,44 @@ def backtranslation_dataset(
 
 
 def lce_dataset(
-    ds: datasets.Dataset, tokenizer, *, name: str, system_prompt: str = schema.DEFAULT_SYSTEM,
-    exclude_verdicts: list[str] | None = None, require_finished: bool = True, num_proc: int | None = None,
+    ds: datasets.Dataset, tokenizer, *, name: str, kind: str = "solutions", system_prompt: str = schema.DEFAULT_SYSTEM,
+    exclude_verdicts: list[str] | None = None, require_finished: bool = True, weight: float = 1.0, seed: int = 0,
+    num_proc: int | None = None,
 ) -> datasets.Dataset:
-    """``input_ids`` + ``assistant_masks`` (see `lce.py` for what is trained). Rows come as either a ``messages``
-    column (MathCoder's format) or ``question`` + ``blocks`` (`schema.VERIFIED_FEATURES`, `SOLVED_FEATURES`); rows
-    whose ``verdict`` is in ``exclude_verdicts`` or, with ``require_finished``, whose ``finish_reason`` is not
-    ``endofmessage`` (cut at the length or block limit) are dropped."""
+    """``input_ids`` + ``assistant_masks`` (see `lce.py` for what is trained) of ``kind`` samples (`mix.py`): rows
+    come as a ``messages`` column (MathCoder's format, used as is) or as ``question`` + ``blocks`` (solutions) /
+    ``question`` + ``verification`` + ``solution`` or ``blocks`` (verifications). Rows whose ``verdict`` is in
+    ``exclude_verdicts`` or, with ``require_finished``, whose ``finish_reason`` is not ``endofmessage`` (cut at the
+    length or block limit) are dropped, as are verification rows without a rationale; then each row is used
+    ``weight`` times (`mix.weighted_indices`)."""
     from mathgenie.training.lce import encode_conversations
+    from mathgenie.training.mix import verification_messages, weighted_indices
 
     if "messages" not in ds.column_names:
-        _require_columns(ds, ["question", "blocks"], name,
-                         "expected a verified/solved stage dataset (question + blocks) or a `messages` column")
+        needed = ["question", "blocks"] if kind == "solutions" else ["question", "verification"]
+        hint = ("expected a verified/solved stage or a D_code `solutions` dataset (question + blocks) or a "
+                "`messages` column" if kind == "solutions" else
+                "expected a verified stage (question + blocks + verification) or a D_code `verifications` dataset "
+                "(question + solution + verification)")
+        _require_columns(ds, needed, name, hint)
+        if kind == "verifications" and "solution" not in ds.column_names and "blocks" not in ds.column_names:
+            raise ValueError(f"dataset {name!r} lacks the verified solution: a `solution` (text) or `blocks` column")
     before = len(ds)
     if exclude_verdicts and "verdict" in ds.column_names:
         excluded = set(exclude_verdicts)
         ds = ds.filter(lambda v: v not in excluded, input_columns=["verdict"], num_proc=num_proc)
     if require_finished and "finish_reason" in ds.column_names:
         ds = ds.filter(lambda r: r == "endofmessage", input_columns=["finish_reason"], num_proc=num_proc)
+    if kind == "verifications" and "messages" not in ds.column_names:
+        ds = ds.filter(lambda v: bool(v), input_columns=["verification"], num_proc=num_proc)
     if len(ds) < before:
-        logger.info("%s: kept %d of %d rows (verdict not in %s%s)", name, len(ds), before, exclude_verdicts,
-                    ", finished" if require_finished else "")
+        logger.info("%s: kept %d of %d rows (verdict not in %s%s%s)", name, len(ds), before, exclude_verdicts,
+                    ", finished" if require_finished else "", ", with a rationale" if kind == "verifications" else "")
     if len(ds) == 0:
-        raise ValueError(f"dataset {name!r}: no row left after filtering (exclude_verdicts={exclude_verdicts}, "
-                         f"require_finished={require_finished})")
+        raise ValueError(f"dataset {name!r}: no {kind} row left after filtering (exclude_verdicts="
+                         f"{exclude_verdicts}, require_finished={require_finished})")
+    if weight != 1:
+        ds = ds.select(weighted_indices(len(ds), weight, seed))
     id_column = next((c for c in ("solution_id", "id") if c in ds.column_names), None)
 
     def encode(batch, indices):
@@ -149,7 +187,8 @@ def lce_dataset(
             conversations = batch["messages"]
         else:
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-            conversations = [schema.to_messages(row, system_prompt) for row in rows]
+            to_messages = schema.to_messages if kind == "solutions" else verification_messages
+            conversations = [to_messages(row, system_prompt) for row in rows]
         row_ids = batch[id_column] if id_column else indices
         return encode_conversations(conversations, tokenizer, row_ids=row_ids)
 

@@ -8,8 +8,13 @@ import logging
 logger = logging.getLogger(__name__)
 
 _SUMMARIES = {
-    "mathgenie-lm": "MathGenieLM: `{base}` fine-tuned on code-integrated (LCE) solutions; loss on the assistant's text "
-    "and code blocks only, execution outputs masked (MathCoder's rule).",
+    "mathgenie-lm": "MathGenieLM: `{base}` fine-tuned on code-integrated (LCE) solutions and verification rationales "
+    "(the training mix is under Training hyper-parameters: `mix`); loss on the assistant's text and code blocks only, "
+    "execution outputs masked (MathCoder's rule).",
+    "mcode": "M_code, MathGenie's candidate-solution generator and verifier: `{base}` fine-tuned on code-integrated "
+    "(LCE) solutions and (question, solution) → verification-rationale samples in one run; loss on the assistant's "
+    "text and code blocks only, execution outputs masked (MathCoder's rule). An intermediate model of the data "
+    "pipeline (solve and verify stages).",
     "backtranslation": "A MathGenie question back-translation model (M_backtrans): `{base}` fine-tuned to turn a "
     "solution into a new problem (`Create a New Problem based on the Solution: ...` → `New Problem: ...`); loss on "
     "the completion only. It is an intermediate model of the data pipeline, not a solver.",
@@ -27,6 +32,10 @@ def push_trained_model(result, config):
               **result.hyperparameters}
     if local_sources:
         params["local_datasets"] = local_sources
+    mixed = [s for s in result.sources if s.mix]
+    if mixed:  # one line per source of the training mix, with the samples it gave (not the config's dicts)
+        params["mix"] = "; ".join(f"{s.mix['name']}: {s.name} ({s.mix['kind']}, weight {s.mix['weight']}) -> "
+                                  f"{s.mix['samples']} samples" for s in mixed)
     card = render_model_card(
         repo_id=config.push_repo_id,
         base_model=result.base_model.name,

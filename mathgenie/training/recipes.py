@@ -18,7 +18,14 @@ from typing import Any
 import datasets
 
 from mathgenie.training.config import BacktranslationConfig, MathGenieLMConfig, _RecipeConfig
-from mathgenie.training.data import DataSource, backtranslation_dataset, drop_long, lce_dataset, load_source
+from mathgenie.training.data import (
+    DataSource,
+    backtranslation_dataset,
+    drop_long,
+    lce_dataset,
+    load_mix_source,
+    load_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,37 +88,59 @@ def load_base(config: _RecipeConfig):
 
 
 def build_dataset(config: _RecipeConfig, tokenizer) -> tuple[datasets.Dataset, list[DataSource]]:
-    """Token ids + labels (-100 where no loss) of every training sequence, longer ones than ``max_length`` dropped."""
-    num_proc = config.dataset_num_proc
-    sources, parts = [], []
-    specs = [(config.dataset_name, config.dataset_config, config.dataset_split, config.dataset_revision)]
-    if isinstance(config, MathGenieLMConfig) and config.seed_dataset_name:
-        specs.append((config.seed_dataset_name, config.seed_dataset_config, config.seed_dataset_split,
-                      config.seed_dataset_revision))
-    for name, subset, split, revision in specs:
-        ds, source = load_source(name, config=subset, split=split, revision=revision, num_proc=num_proc)
-        if config.max_samples is not None:
-            ds = ds.select(range(min(config.max_samples, len(ds))))
-        if isinstance(config, BacktranslationConfig):
-            from mathgenie.training.backtranslation import resolve_prompt_format
+    """Token ids + labels (-100 where no loss) of every training sequence, longer ones than ``max_length`` dropped.
+    The LCE recipes read their `mix` (one `DataSource` per source, with the samples it gave)."""
+    if isinstance(config, BacktranslationConfig):
+        from mathgenie.training.backtranslation import resolve_prompt_format
 
-            ds = backtranslation_dataset(
-                ds, tokenizer, name=name, prompt_format=resolve_prompt_format(config.prompt_format, tokenizer),
-                question_column=config.question_column, solution_column=config.solution_column, num_proc=num_proc)
-            mask_column = "completion_mask"
-        else:
-            ds = lce_dataset(ds, tokenizer, name=name, system_prompt=config.system_prompt,
-                             exclude_verdicts=config.exclude_verdicts, require_finished=config.require_finished,
-                             num_proc=num_proc)
-            mask_column = "assistant_masks"
-        ds = ds.map(_labels, fn_kwargs={"mask_column": mask_column}, remove_columns=[mask_column], num_proc=num_proc)
-        before = len(ds)
-        ds = ds.filter(lambda labels: any(t != -100 for t in labels), input_columns=["labels"], num_proc=num_proc)
-        if len(ds) < before:
-            logger.warning("%s: dropped %d sequences with no token to train on", name, before - len(ds))
-        parts.append(drop_long(ds, config.max_length, name, num_proc))
+        ds, source = load_source(config.dataset_name, config=config.dataset_config, split=config.dataset_split,
+                                 revision=config.dataset_revision, num_proc=config.dataset_num_proc)
+        ds = _first(ds, config.max_samples)
+        ds = backtranslation_dataset(
+            ds, tokenizer, name=config.dataset_name,
+            prompt_format=resolve_prompt_format(config.prompt_format, tokenizer),
+            question_column=config.question_column, solution_column=config.solution_column,
+            num_proc=config.dataset_num_proc)
+        return _finish(ds, "completion_mask", config, config.dataset_name), [source]
+    sources, parts = [], []
+    for mix_source in config.mix_sources():
+        if mix_source.weight == 0:
+            logger.info("mix: %s has weight 0, not loaded", mix_source.name)
+            continue
+        ds, source = load_mix_source(mix_source, num_proc=config.dataset_num_proc)
+        ds = lce_dataset(
+            _first(ds, config.max_samples), tokenizer, name=mix_source.name, kind=mix_source.kind,
+            system_prompt=config.system_prompt,
+            exclude_verdicts=(config.exclude_verdicts if mix_source.exclude_verdicts is None
+                              else list(mix_source.exclude_verdicts)),
+            require_finished=(config.require_finished if mix_source.require_finished is None
+                              else mix_source.require_finished),
+            weight=mix_source.weight, seed=config.data_seed if config.data_seed is not None else config.seed,
+            num_proc=config.dataset_num_proc)
+        samples = len(ds)
+        ds = _finish(ds, "assistant_masks", config, mix_source.name)
+        source.mix = {"name": mix_source.name, "kind": mix_source.kind, "weight": mix_source.weight,
+                      "samples": samples, "sequences": len(ds)}
+        logger.info("mix: %s (%s, weight %s): %d rows -> %d samples, %d sequences kept", mix_source.name,
+                    mix_source.kind, mix_source.weight, source.num_rows, samples, len(ds))
+        parts.append(ds)
         sources.append(source)
     return datasets.concatenate_datasets(parts), sources
+
+
+def _first(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
+    return ds if n is None else ds.select(range(min(n, len(ds))))
+
+
+def _finish(ds: datasets.Dataset, mask_column: str, config: _RecipeConfig, name: str) -> datasets.Dataset:
+    """Labels from the mask; sequences with nothing to train on or longer than ``max_length`` dropped."""
+    num_proc = config.dataset_num_proc
+    ds = ds.map(_labels, fn_kwargs={"mask_column": mask_column}, remove_columns=[mask_column], num_proc=num_proc)
+    before = len(ds)
+    ds = ds.filter(lambda labels: any(t != -100 for t in labels), input_columns=["labels"], num_proc=num_proc)
+    if len(ds) < before:
+        logger.warning("%s: dropped %d sequences with no token to train on", name, before - len(ds))
+    return drop_long(ds, config.max_length, name, num_proc)
 
 
 def count_tokens(ds: datasets.Dataset) -> tuple[int, int]:
@@ -217,6 +246,7 @@ def hyperparameters(config: _RecipeConfig, model=None, tokenizer=None) -> dict[s
                                "the closing <|endofmessage|>; system, user, <|assistant|> and "
                                "<|execution|>...<|endofblock|> masked")
         params["system_prompt"] = config.system_prompt
+        params["mix"] = [s.to_dict() for s in config.mix_sources()]
     else:
         params["loss_mask"] = "completion only (New Problem: ... and its end-of-turn/EOS)"
         from mathgenie.training.backtranslation import resolve_prompt_format
