@@ -42,6 +42,14 @@ class VLLMEngine(Engine):
         """``llm_kwargs`` (and ``spec.extra``) go to ``vllm.LLM``: e.g. ``gpu_memory_utilization``,
         ``tensor_parallel_size``, ``enforce_eager``, ``kv_cache_memory_bytes``, ``max_num_seqs``."""
         super().__init__(spec)
+        from mathgenie.generation import hardware
+
+        if not hardware.cuda_available():
+            # On CPU, vLLM's default puts the scheduler in a second process and reserves it a core: on 2 cores the
+            # model then decodes on one, and the two processes wait on each other through shared memory (the ~60 s
+            # "No available shared memory broadcast block" stalls). In-process, the engine starts in 17 s instead
+            # of 42 and decodes 1.46x faster (SmolLM2-135M, float32, 2 cores; benchmarks/generation.py).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import vllm
         from vllm.platforms import current_platform
 
