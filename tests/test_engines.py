@@ -267,17 +267,16 @@ class ScriptedServer:
                     failure = server.failures.pop(0) if server.failures else None
                     server.inflight += 1
                     server.peak = max(server.peak, server.inflight)
-                try:
-                    time.sleep(server.delay)
-                    if failure == "empty":
-                        self._send(200, {"choices": []})
-                    elif failure is not None:
-                        self._send(failure, {"error": {"message": f"scripted {failure}"}}, {"Retry-After": "0"})
-                    else:
-                        self._send(200, server.answer(self.path, body))
-                finally:
-                    with server.lock:
-                        server.inflight -= 1
+                time.sleep(server.delay)
+                with server.lock:
+                    # done before the reply goes out: once the client has it, it may start the next request at once
+                    server.inflight -= 1
+                if failure == "empty":
+                    self._send(200, {"choices": []})
+                elif failure is not None:
+                    self._send(failure, {"error": {"message": f"scripted {failure}"}}, {"Retry-After": "0"})
+                else:
+                    self._send(200, server.answer(self.path, body))
 
             def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
