@@ -82,8 +82,9 @@ def pick_dtype(requested: str, *, on_gpu: bool) -> Choice:
 
 def pick_backend(requested: str) -> Choice:
     """``auto``: vLLM wherever it is installed and has kernels for the device (a CUDA GPU, or a CPU with AVX2 or
-    AVX-512); else transformers. Measured on 2 cores, float32 with AVX2 kernels: vLLM 78 tok/s, transformers 67 tok/s
-    on a batch of 16, and vLLM batches continuously, which the solve loop needs; its start (~40 s) is paid once."""
+    AVX-512); else transformers. Measured on 2 cores, float32 with AVX2 kernels, a batch of 16: vLLM in-process
+    114 tok/s (17 s start), transformers 67 tok/s (6 s start); and vLLM batches continuously, which the LCE loop
+    needs."""
     if requested != "auto":
         return Choice(requested, "as configured")
     if importlib.util.find_spec("vllm") is None:
