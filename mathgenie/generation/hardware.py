@@ -55,6 +55,10 @@ def describe_cpu() -> str:
     return f"{model} ({present}), {os.cpu_count()} cores"
 
 
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
 def cuda_available() -> bool:
     if importlib.util.find_spec("torch") is None:
         return False
@@ -87,7 +91,7 @@ def pick_backend(requested: str) -> Choice:
     needs."""
     if requested != "auto":
         return Choice(requested, "as configured")
-    if importlib.util.find_spec("vllm") is None:
+    if not vllm_installed():
         return Choice("transformers", "vLLM is not installed")
     if cuda_available():
         return Choice("vllm", "a CUDA GPU is available")
