@@ -8,7 +8,7 @@ INPUT is a parquet/jsonl file, a directory of them (of ``--split`` when a subdir
 directory ``{config}/{split}/*.parquet``), or a Hub dataset repo id. The eval sets are the benchmarks of
 `mathgenie eval` (``--benchmarks``), read from ``--eval-data-dir`` (``<dir>/<name>/test.jsonl``) or the Hub. The kept
 rows are written to ``--output`` (.parquet or .jsonl) and the counts per rule and per eval set to ``--report`` (JSON)
-and the log. Rules: `mathgenie.evaluation.decontamination`.
+and the log. Rules: `mathgenie.decontamination`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def load_input(path_or_repo: str, *, split: str, config: str | None = None, revi
 
 def main(args) -> int:
     from mathgenie.evaluation.benchmarks import load_benchmark, parse_benchmarks
-    from mathgenie.evaluation.decontamination import DecontaminationError, Decontaminator, decontaminate
+    from mathgenie.decontamination import DecontaminationError, Decontaminator, decontaminate
 
     output = Path(args.output)
     if output.suffix not in (".parquet", ".jsonl"):
