@@ -87,7 +87,7 @@ class Context:
 
     @cached_property
     def vllm(self):
-        from mathgenie.generation.models import load_engine
+        from mathgenie.generation.engines import load_engine
 
         kwargs = {} if self.args.compile is None else {"enforce_eager": not self.args.compile}
         t = time.perf_counter()
@@ -97,7 +97,7 @@ class Context:
 
     @cached_property
     def transformers(self):
-        from mathgenie.generation.models import load_engine
+        from mathgenie.generation.engines import load_engine
 
         return load_engine(self.spec, backend="transformers", batch_size=self.args.transformers_batch_size)
 
@@ -244,7 +244,7 @@ def _stage_bench(ctx: Context, name: str, run_stage) -> tuple[Bench, list]:
 
 @row
 def stage_augment(ctx: Context) -> Bench:
-    from mathgenie.generation import augment
+    from mathgenie.generation.stages import augment
     from mathgenie.generation.config import AugmentConfig
 
     cfg = AugmentConfig(rounds=1, prompts_per_solution=1, n=1, temperature=0.7, top_p=0.95,
@@ -266,7 +266,7 @@ def stage_augment_raw(ctx: Context) -> Bench:
 def stage_back_translate(ctx: Context) -> Bench:
     import datasets
 
-    from mathgenie.generation import back_translate
+    from mathgenie.generation.stages import back_translate
     from mathgenie.schema import AUGMENTED_FEATURES
     from mathgenie.generation.config import BackTranslateConfig
 
@@ -293,7 +293,7 @@ def stage_solve(ctx: Context) -> Bench:
     import datasets
 
     from mathgenie.execution import Sandbox
-    from mathgenie.generation import solve
+    from mathgenie.generation.stages import solve
     from mathgenie.generation.config import SolveConfig
     from mathgenie.schema import BACK_TRANSLATED_FEATURES
 

@@ -17,7 +17,7 @@ from _scripted import ScriptedEngine
 
 from mathgenie.generation.config import load_config
 from mathgenie.generation.pipeline import OUTPUT_OF, Pipeline, stage_hashes
-from mathgenie.generation.shards import Shard, StageStore
+from mathgenie.shards import Shard, StageStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -135,7 +135,7 @@ def test_shards_merged_equal_the_unsharded_run(tmp_path, sandbox):
 
 def test_empty_shards_finish_with_empty_parts_and_the_union_is_unchanged(tmp_path, sandbox):
     # 8 seed families in 16 shards: some shards get nothing and must still be marked done, not crash.
-    from mathgenie.generation.shards import shard_of
+    from mathgenie.shards import shard_of
 
     make_pipeline(tmp_path / "whole", sandbox)[0].run(NO_PUSH)
     cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false"])

@@ -23,7 +23,7 @@ from _scripted import ScriptedEngine
 
 from mathgenie.generation.config import ModelConfig, PipelineConfig, from_dict, load_config
 from mathgenie.generation.pipeline import OUTPUT_OF, Pipeline, stage_hashes
-from mathgenie.generation.shards import StageStore
+from mathgenie.shards import StageStore
 from mathgenie.scale.config import RayConfig
 
 from mathgenie.scale.ray_executor import (
