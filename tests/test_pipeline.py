@@ -16,13 +16,15 @@ import pytest
 from _scripted import ScriptedEngine
 
 from mathgenie.generation.config import load_config
-from mathgenie.generation.pipeline import OUTPUT_OF, Pipeline, stage_hashes
+from mathgenie.generation.pipeline import Pipeline, stage_hashes
+from mathgenie.generation.stages import STAGES
 from mathgenie.shards import Shard, StageStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
-GENERATED = ("augment", "back_translate", "solve", "verify")
-NO_PUSH = ["seed", "augment", "back_translate", "solve", "verify"]
+GENERATED = ("augment", "back_translate", "solve", "verify", "decontaminate")
+NO_PUSH = ["seed", "augment", "back_translate", "solve", "verify", "decontaminate"]
+OUTPUT_OF = {s.name: s.output for s in STAGES}
 
 
 def scripted(prompt: str, params) -> str:
@@ -86,7 +88,7 @@ def test_every_stage_writes_parquet_and_manifest_and_a_rerun_skips_them(tmp_path
         manifest = json.loads((store.dir / "manifest-00000-of-00001.json").read_text())
         assert manifest["config_hash"] == pipeline.hashes[stage] and manifest["shard"] == "0/1"
         assert (store.dir / manifest["files"][0]["path"]).is_file() and manifest["rows"] > 0
-    assert json.loads((tmp_path / "funnel.json").read_text())["stages"][-1]["stage"] == "verify"
+    assert json.loads((tmp_path / "funnel.json").read_text())["stages"][-1]["stage"] == "decontaminate"
     assert (tmp_path / "funnel.png").stat().st_size > 1000
     solved = rows(tmp_path, "solve")
     assert len(solved) == 2 * len(rows(tmp_path, "back_translate"))
@@ -156,18 +158,24 @@ def test_push_publishes_every_stage_with_one_tag_and_the_funnel(tmp_path, sandbo
     pipeline, _ = make_pipeline(tmp_path, sandbox, ["push.enabled=true", f"push.org={org}", "push.tag=t1"])
     pipeline.run()
     api = HfApi()
-    for out, name in pipeline.config.push.names.items():
+    names = {"augment": "mathgenie-augmented", "back_translate": "mathgenie-back-translated",
+             "solve": "mathgenie-solved", "decontaminate": "mathgenie-verified"}
+    assert {d.id for d in api.list_datasets(author=org)} == {f"{org}/{n}" for n in names.values()}
+    for stage, name in names.items():
         repo = f"{org}/{name}"
         assert "t1" in [t.name for t in api.list_repo_refs(repo, repo_type="dataset").tags]
         files = api.list_repo_files(repo, repo_type="dataset")
         assert {"README.md", "funnel.png", "funnel.json"} <= set(files)
-        stage = next(s for s, o in OUTPUT_OF.items() if o == out)
         loaded = load_dataset(repo, revision="t1", split="train")
         assert sorted(loaded.to_list(), key=str) == sorted(rows(tmp_path, stage), key=str)
     card = Path(api.hf_hub_download(f"{org}/mathgenie-augmented", "README.md", repo_type="dataset",
                                     revision="t1")).read_text()
     assert "You must change the numbers in the Solution" in card or "Replace the objects" in card
-    assert "| verify |" in card and "funnel.png" in card
+    assert "| verify |" in card and "| decontaminate |" in card and "funnel.png" in card
+    verified_card = Path(api.hf_hub_download(f"{org}/mathgenie-verified", "README.md", repo_type="dataset",
+                                             revision="t1")).read_text()
+    assert "dropped_contaminated: 0 rows" in verified_card
+    assert all(f"| {name} |" in verified_card for name in ("gsm8k", "math500", "svamp", "simuleq", "mathematics"))
 
 
 def test_push_publishes_nothing_while_a_shard_is_missing(tmp_path, sandbox, hub):
@@ -202,14 +210,15 @@ def test_real_engine_sandbox_and_hub_through_every_stage(tmp_path, vllm_engine, 
     pipeline, _ = make_pipeline(tmp_path, sandbox, [*TINY, "verify.consistency=none", "push.enabled=true",
                                                     f"push.org={org}", "push.tag=e2e"], engine=vllm_engine)
     funnel = {s.stage: s for s in pipeline.run()}
-    assert list(funnel) == ["seed", "augment", "back_translate", "solve", "verify"]
-    chain = ["seed", "augment", "back_translate", "solve", "verify"]
+    assert list(funnel) == NO_PUSH
+    chain = NO_PUSH
     for up, down in zip(chain, chain[1:]):
         assert funnel[down].rows_in == funnel[up].rows_out, down
     assert funnel["augment"].rows_out > 0 and funnel["back_translate"].rows_out > 0
     assert funnel["solve"].rows_out == 2 * funnel["back_translate"].rows_out
     for stage in ("augment", "back_translate", "solve", "verify"):
         assert funnel[stage].generated_tokens > 0 and funnel[stage].cache_hits == 0, stage
+    assert funnel["decontaminate"].rows_in == funnel["verify"].rows_out
     solved = rows(tmp_path, "solve", TINY)
     assert all(r["blocks"] and r["model"] == vllm_engine.spec.model for r in solved)
     assert {r["finish_reason"] for r in solved} <= {"endofmessage", "max_blocks", "length", "error"}
@@ -217,7 +226,7 @@ def test_real_engine_sandbox_and_hub_through_every_stage(tmp_path, vllm_engine, 
     assert all(r["verification"] and r["verdict"] in ("correct", "unknown") for r in verified)
     assert funnel["verify"].rows_out + funnel["verify"].dropped.get("verdict_wrong", 0) == funnel["solve"].rows_out
     loaded = load_dataset(f"{org}/mathgenie-verified", revision="e2e", split="train")
-    assert sorted(loaded["solution_id"]) == sorted(r["solution_id"] for r in verified)
+    assert sorted(loaded["solution_id"]) == sorted(r["solution_id"] for r in rows(tmp_path, "decontaminate", [*TINY, "verify.consistency=none"]))
 
 
 def _cache_keys(out: Path, stage: str) -> list[str]:
@@ -289,7 +298,7 @@ def test_kill_9_mid_stage_and_rerun_regenerates_nothing_and_duplicates_no_row(tm
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stages", "seed,polish"], "--stages has unknown stage(s) ['polish']"),
+    (["--stages", "seed,polish"], "--stages: unknown stage(s) ['polish']"),
     (["--shard", "2/2"], "shard 2/2: need 0 <= I < N"),
     (["solve.n=many"], "solve.n='many': expected an integer"),
 ])
