@@ -3,6 +3,7 @@ one end-to-end run on the real engine, and the kill -9 / resume test on a real `
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -10,14 +11,19 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import pytest
 from _scripted import ScriptedEngine
 
 from mathgenie.generation.config import load_config
+from mathgenie.generation.funnel import write_funnel
 from mathgenie.generation.pipeline import Pipeline, stage_hashes
+from mathgenie.generation.stage import Stage, StageRun
 from mathgenie.generation.stages import STAGES
+from mathgenie.schema import VERIFIED_FEATURES, blocks_to_plain_text
 from mathgenie.shards import Shard, StageStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +193,120 @@ def test_push_publishes_nothing_while_a_shard_is_missing(tmp_path, sandbox, hub)
     with pytest.raises(FileNotFoundError, match=r"missing shards: 1/2"):
         pipeline.run(["push"])
     assert not [d for d in HfApi().list_datasets(author=org)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The stage registry: a stage of the user's own, decontamination, pushing a stage folder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LengthFilterConfig:
+    max_chars: int = 80
+
+
+def solution_chars(blocks: list[dict]) -> int:
+    return len(blocks_to_plain_text(blocks))
+
+
+def keep_short_solutions(ctx: StageRun) -> datasets.Dataset:
+    """A toy stage defined here, outside mathgenie: drop rows whose solution is longer than ``max_chars``."""
+    kept = ctx.rows.filter(lambda b: solution_chars(b) <= ctx.config.max_chars, input_columns="blocks")
+    ctx.stats.rows_in, ctx.stats.rows_out = len(ctx.rows), len(kept)
+    ctx.stats.drop("too_long", len(ctx.rows) - len(kept))
+    return kept
+
+
+LENGTH_FILTER = Stage(name="length_filter", input="decontaminate", output="short", features=VERIFIED_FEATURES,
+                      config_class=LengthFilterConfig, run=keep_short_solutions, push_name="mathgenie-short",
+                      description="Verified rows with a short solution.")
+
+
+def test_a_stage_defined_outside_mathgenie_runs_resumes_and_shards_like_the_others(tmp_path, sandbox):
+    stages = [*STAGES, LENGTH_FILTER]
+    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false", "verify.consistency=none"])
+    engine = ScriptedEngine(scripted)
+    pipeline = Pipeline(cfg, stages=stages, engine_factory=lambda model: engine,
+                        sandbox_factory=lambda: _Borrowed(sandbox))
+    funnel = {s.stage: s for s in pipeline.run()}
+    assert list(funnel) == [*NO_PUSH, "length_filter"]
+    store = StageStore(tmp_path / "whole", "short")
+    short = store.read(pipeline.hashes["length_filter"])
+    assert 0 < len(short) < funnel["decontaminate"].rows_out
+    assert all(solution_chars(b) <= 80 for b in short["blocks"])
+    assert funnel["length_filter"].dropped == {"too_long": funnel["decontaminate"].rows_out - len(short)}
+    assert json.loads((tmp_path / "whole" / "funnel.json").read_text())["stages"][-1]["stage"] == "length_filter"
+    # a rerun skips it like any stage; shards of it add up to the unsharded output
+    again = Pipeline(cfg, stages=stages, engine_factory=lambda model: engine, sandbox_factory=lambda: _Borrowed(sandbox))
+    requests = len(engine.prompts)
+    assert [s.rows_out for s in again.run()] == [s.rows_out for s in funnel.values()] and len(engine.prompts) == requests
+    for shard in ("0/2", "1/2"):
+        sharded = dataclasses.replace(cfg, output_dir=str(tmp_path / "sharded"))
+        Pipeline(sharded, shard=Shard.parse(shard), stages=stages, engine_factory=lambda model: engine,
+                 sandbox_factory=lambda: _Borrowed(sandbox)).run()
+    merged = StageStore(tmp_path / "sharded", "short").read(pipeline.hashes["length_filter"])
+    assert sorted(merged["solution_id"]) == sorted(short["solution_id"])
+
+
+# GSM8K test question 0 (openai/grade-school-math, MIT), planted into back-translations.
+GSM8K_TEST_0 = ("Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for "
+                "her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh "
+                "duck egg. How much in dollars does she make every day at the farmers' market?")
+
+
+def planting(prompt: str, params) -> str:
+    """`scripted`, except that some back-translations copy a GSM8K test question (then ask the usual question)."""
+    out = scripted(prompt, params)
+    if "Create a New Problem" in prompt and int(hashlib.sha1(prompt.encode()).hexdigest()[0], 16) < 6:
+        return f"{GSM8K_TEST_0} {out}"
+    return out
+
+
+def test_the_decontaminate_stage_drops_a_planted_test_question_and_the_card_says_so(tmp_path, sandbox, hub):
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    org = "plant-" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:6]
+    pipeline, engine = make_pipeline(tmp_path, sandbox, ["verify.consistency=none", f"push.org={org}"],
+                                     engine=ScriptedEngine(planting))
+    funnel = {s.stage: s for s in pipeline.run([*NO_PUSH, "push"])}
+    verified = rows(tmp_path, "verify", ["verify.consistency=none"])
+    planted = [r for r in verified if r["question"].startswith("Janet")]
+    assert planted and len(planted) < len(verified)
+    clean = rows(tmp_path, "decontaminate", ["verify.consistency=none"])
+    assert clean == [r for r in verified if not r["question"].startswith("Janet")]
+    assert funnel["decontaminate"].dropped == {"contaminated": len(planted)}
+    report = json.loads((tmp_path / "decontaminated" / "manifest-00000-of-00001.json").read_text())["report"]
+    assert report["decontamination"]["by_eval_set"]["gsm8k"] == len(planted)
+    assert report["decontamination"]["dropped"]["eval_ngram"] == len(planted)
+    card = Path(HfApi().hf_hub_download(f"{org}/mathgenie-verified", "README.md", repo_type="dataset",
+                                        revision=pipeline.config.push.tag or f"run-{pipeline.hashes['decontaminate'][:10]}")
+                ).read_text()
+    assert f"dropped_contaminated: {len(planted)} rows" in card and "| gsm8k | 1319 |" in card
+    assert "| simuleq | 514 |" in card and "| mathematics | 1000 |" in card
+    pushed = load_dataset(f"{org}/mathgenie-verified", split="train")
+    assert sorted(pushed["solution_id"]) == sorted(r["solution_id"] for r in clean)
+
+
+def test_mathgenie_push_publishes_a_folder_the_pipeline_wrote(tmp_path, sandbox, hub):
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    make_pipeline(tmp_path, sandbox, shard="0/2")[0].run(NO_PUSH)
+    make_pipeline(tmp_path, sandbox, shard="1/2")[0].run(NO_PUSH)
+    whole, _ = make_pipeline(tmp_path, sandbox)
+    write_funnel(whole.funnel(), tmp_path)  # what `mathgenie run --stages push` would write: the merged funnel
+    repo = "cli-" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:6] + "/solved"
+    push = [sys.executable, "-m", "mathgenie.cli", "push", str(tmp_path / "solved"), repo, "--tag", "v1"]
+    done = subprocess.run(push, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"{repo}@main:" in done.stdout and "tag v1" in done.stdout
+    loaded = load_dataset(repo, revision="v1", split="train")
+    assert sorted(loaded.to_list(), key=str) == sorted(rows(tmp_path, "solve"), key=str)  # both shards
+    card = Path(HfApi().hf_hub_download(repo, "README.md", repo_type="dataset", revision="v1")).read_text()
+    assert "Code-integrated solutions" in card and "solution format" in card and "| decontaminate |" in card
+    assert "hf_test_token" not in card
+    assert {"funnel.png", "funnel.json"} <= set(HfApi().list_repo_files(repo, repo_type="dataset", revision="v1"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
