@@ -9,9 +9,9 @@ import datasets
 import numpy as np
 import pytest
 
-from mathgenie.evaluation.benchmarks import load_benchmark
 from mathgenie.decontamination import REASONS, DecontaminationError, Decontaminator, decontaminate, shipped_index
 from mathgenie.decontamination.hashing import doc_hashes, hash_words, minhash_signatures, optimal_lsh_params, shingles
+from mathgenie.evaluation.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")

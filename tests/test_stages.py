@@ -17,10 +17,10 @@ from mathgenie.config import ConfigError
 from mathgenie.generation import code_loop, prompts
 from mathgenie.generation.cache import RequestCache, derive_seed, make_request, run_requests
 from mathgenie.generation.config import AugmentConfig, BackTranslateConfig, SolveConfig, VerifyConfig, load_config
-from mathgenie.generation.stages import STAGES, augment, back_translate, metamath, solve, verify
 from mathgenie.generation.engine import Completion, SamplingParams
 from mathgenie.generation.funnel import StageStats
 from mathgenie.generation.stage import model_for
+from mathgenie.generation.stages import STAGES, augment, back_translate, metamath, solve, verify
 
 SEEDS = [
     {"id": "gsm8k/train/0", "source": "gsm8k", "question": "Tom has 3 apples and buys 4 more. How many now?",

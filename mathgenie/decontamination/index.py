@@ -34,10 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from mathgenie.decontamination.hashing import (band_keys, doc_hashes, hash_words, minhash_signatures, ngram_hashes,
-                                          optimal_lsh_params, shingles)
+from mathgenie.decontamination.hashing import (band_keys, doc_hashes, hash_words, minhash_signatures,
+                                               ngram_hashes, optimal_lsh_params, shingles)
 
 logger = logging.getLogger(__name__)
 

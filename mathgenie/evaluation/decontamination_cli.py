@@ -66,8 +66,8 @@ def load_input(path_or_repo: str, *, split: str, config: str | None = None, revi
 
 
 def main(args) -> int:
-    from mathgenie.evaluation.benchmarks import load_benchmark, parse_benchmarks
     from mathgenie.decontamination import DecontaminationError, Decontaminator, decontaminate
+    from mathgenie.evaluation.benchmarks import load_benchmark, parse_benchmarks
 
     output = Path(args.output)
     if output.suffix not in (".parquet", ".jsonl"):

@@ -70,8 +70,8 @@ class EvalRun:
 
 def _solve(engine, questions, ids, sandbox, cfg: EvalConfig, *, n=1, temperature=None, random_seed=None,
            desc="eval"):
-    from mathgenie.generation.engine import SamplingParams
     from mathgenie.generation.code_loop import solve_questions
+    from mathgenie.generation.engine import SamplingParams
 
     params = SamplingParams(temperature=cfg.temperature if temperature is None else temperature, top_p=cfg.top_p,
                             max_tokens=cfg.max_tokens)

@@ -12,6 +12,7 @@ from mathgenie.generation.config import SeedConfig
 from mathgenie.generation.stage import Stage, StageRun
 from mathgenie.schema import SEED_FEATURES
 
+
 def run(ctx: StageRun) -> datasets.Dataset:
     cfg = ctx.config
     sources = [SeedSource(**s) for s in cfg.sources] or None

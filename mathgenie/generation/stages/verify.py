@@ -24,9 +24,9 @@ import datasets
 from mathgenie import schema
 from mathgenie.generation import prompts
 from mathgenie.generation.cache import RequestCache
+from mathgenie.generation.code_loop import solve_questions
 from mathgenie.generation.config import SolveConfig, VerifyConfig
 from mathgenie.generation.engine import Engine, SamplingParams
-from mathgenie.generation.code_loop import solve_questions
 from mathgenie.generation.funnel import StageStats
 from mathgenie.generation.stage import Stage, StageRun
 from mathgenie.generation.stages.solve import sandbox_hash
