@@ -13,7 +13,7 @@ COMMANDS = {
     "hub": "mathgenie.hub.cli",  # mathgenie hub serve --root DIR --port N
     "seed": "mathgenie.builders.cli",  # build the seed dataset from the Hub or local files
     "push": "mathgenie.upload_cli",  # push a stage dataset or a model folder
-    "run": "mathgenie.generation.cli",  # the pipeline: mathgenie run CONFIG.yaml
+    "run": "mathgenie.run_cli",  # the pipeline: mathgenie run CONFIG.yaml (locally or on Ray)
     "demo": "mathgenie.demo",  # the offline end-to-end demo
     "train": "mathgenie.training.cli",  # mathgenie train CONFIG.yaml
     "eval": "mathgenie.evaluation.cli",  # mathgenie eval ...
