@@ -248,6 +248,43 @@ def test_a_stage_defined_outside_mathgenie_runs_resumes_and_shards_like_the_othe
     assert sorted(merged["solution_id"]) == sorted(short["solution_id"])
 
 
+def scripted_engine(model) -> ScriptedEngine:
+    return ScriptedEngine(scripted)
+
+
+@pytest.mark.slow
+def test_a_stage_defined_outside_mathgenie_runs_on_ray_like_locally(tmp_path, sandbox):
+    """The same toy stage through the Ray executor (a local Ray with two shards): the replicas get it, pickled by
+    value, and its rows equal the local run's."""
+    import _scripted
+    import ray
+    from ray import cloudpickle
+
+    from mathgenie.generation.config import RayConfig
+    from mathgenie.scale.ray_executor import run_on_ray
+
+    stages = [*STAGES, LENGTH_FILTER]
+    overrides = ["push.enabled=false", "verify.consistency=none", "sandbox.num_workers=1"]
+    local = load_config(DEMO, [f"output_dir={tmp_path / 'local'}", *overrides])
+    Pipeline(local, stages=stages, engine_factory=scripted_engine, sandbox_factory=lambda: _Borrowed(sandbox)).run()
+    for module in (sys.modules[__name__], _scripted):  # the replicas cannot import the test modules
+        cloudpickle.register_pickle_by_value(module)
+    remote = dataclasses.replace(local, output_dir=str(tmp_path / "ray"))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        funnel = run_on_ray(remote, ray_config=RayConfig(num_shards=2, num_cpus_per_replica=1),
+                            engine_factory=scripted_engine, stages=stages)
+    finally:
+        ray.shutdown()
+    assert [s.stage for s in funnel] == [*NO_PUSH, "length_filter"]
+    h = stage_hashes(local, stages)["length_filter"]
+    parts = sorted(p.name for p in (tmp_path / "ray" / "short" / "default" / "train").iterdir())
+    assert parts == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    ray_rows = StageStore(tmp_path / "ray", "short").read(h).to_list()
+    local_rows = StageStore(tmp_path / "local", "short").read(h).to_list()
+    assert ray_rows and sorted(ray_rows, key=str) == sorted(local_rows, key=str)
+
+
 # GSM8K test question 0 (openai/grade-school-math, MIT), planted into back-translations.
 GSM8K_TEST_0 = ("Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for "
                 "her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh "
