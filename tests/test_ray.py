@@ -133,7 +133,7 @@ def test_the_slurm_array_task_runs_its_shard():
     env = {**os.environ, "MATHGENIE": "echo mathgenie", "SLURM_ARRAY_TASK_ID": "3"}
     done = subprocess.run(["bash", str(script), "cfg.yaml", "8", "solve.n=4"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["mathgenie", "run", "cfg.yaml", "solve.n=4", "--shard", "3/8", "--stages",
-                                   "augment,back_translate,solve,verify"]
+                                   "augment,back_translate,solve,verify,decontaminate"]
     env.pop("SLURM_ARRAY_TASK_ID")
     done = subprocess.run(["bash", str(script), "cfg.yaml", "8"], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "Slurm array task" in done.stderr
