@@ -208,6 +208,12 @@ def test_cli_writes_kept_rows_and_report(tmp_path, shared_data, eval_sets, clean
         data["dropped"]["near_duplicate"]
     with pytest.raises(SystemExit, match="'missing.jsonl': no such file or directory"):
         main(["decontaminate", "missing.jsonl", "--output", str(out), "--eval-data-dir", str(shared_data)])
+    # without --eval-data-dir the default rules use the index shipped with mathgenie: same rows dropped, no download
+    shipped_out, shipped_report = tmp_path / "shipped.parquet", tmp_path / "shipped.json"
+    assert main(["decontaminate", str(src), "--output", str(shipped_out), "--report", str(shipped_report),
+                 "--benchmarks", "gsm8k,mathematics"]) == 0
+    assert datasets.Dataset.from_parquet(str(shipped_out))["id"] == kept["id"]
+    assert json.loads(shipped_report.read_text())["dropped"] == data["dropped"]
 
 
 def test_a_shuffled_dataset_is_read_in_its_own_row_order(index, clean_questions, eval_sets):
