@@ -20,6 +20,7 @@ request that did not change from the cache).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -168,12 +169,10 @@ class Pipeline:
         ctx.engine = self.engine(stage) if stage.wants_engine(ctx.config, ctx.rows) else None
         ctx.sandbox = self.sandbox() if stage.needs_sandbox else None
         logger.info("%s: shard %s, %d input rows", name, shard, len(ctx.rows))
-        if not stage.uses_engine():
-            with ctx.stats.timer():
-                return self._write(stage, store, shard, stage.run(ctx), ctx)
-        cache_dir = self.root / "cache" / name
-        with RequestCache(cache_dir / f"requests-{shard.suffix}.jsonl", read_dir=cache_dir) as ctx.cache, \
-                ctx.stats.timer():
+        cache_dir = self.root / "cache" / name  # a stage that may use an engine gets its request cache
+        cache = RequestCache(cache_dir / f"requests-{shard.suffix}.jsonl", read_dir=cache_dir) \
+            if stage.uses_engine() else contextlib.nullcontext()
+        with cache as ctx.cache, ctx.stats.timer():
             out = stage.run(ctx)
         return self._write(stage, store, shard, out, ctx)
 
