@@ -34,6 +34,7 @@ from mathgenie.generation.cache import RequestCache
 from mathgenie.generation.config import ModelConfig, PipelineConfig
 from mathgenie.generation.engine import Engine
 from mathgenie.generation.funnel import StageStats, write_funnel
+from mathgenie.generation.publish import card_params, push_stages, pushed_names
 from mathgenie.generation.stage import Stage, StageRun, check_registry, hash_input, model_for, section
 from mathgenie.generation.stages import PUSH, STAGES, stage_named
 from mathgenie.generation.stages.metamath import AUGMENTERS
@@ -139,6 +140,8 @@ class Pipeline:
             logger.info("shard %s: skipping push; after all shards finish, run `mathgenie run CONFIG --stages push` "
                         "without --shard", self.shard)
             names.remove(PUSH)
+        if PUSH in names:
+            pushed_names(self.config, self.stages)  # a bad push.names fails before any stage runs
         try:
             for stage in self.stages:
                 if stage.name in names:
@@ -201,8 +204,6 @@ class Pipeline:
     def _card(self, stage: Stage, resolved: dict | None) -> dict:
         """What the stage's dataset card shows about how its rows were made (kept in its manifest, so `mathgenie
         push DIR` can publish the folder with the same card)."""
-        from mathgenie.generation.publish import card_params
-
         return {"description": stage.description, "params": card_params(self.config, stage, resolved)}
 
     # -- funnel and push ----------------------------------------------------------------------------------------------
@@ -225,6 +226,4 @@ class Pipeline:
         return out
 
     def push(self) -> dict:
-        from mathgenie.generation.publish import push_stages
-
         return push_stages(self)

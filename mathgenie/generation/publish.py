@@ -53,8 +53,19 @@ def card_params(cfg: PipelineConfig, stage: Stage, resolved: dict | None) -> dic
 def pushed_names(cfg: PipelineConfig, stages: Sequence[Stage] = STAGES) -> dict[str, str]:
     """``{stage name: Hub dataset name}`` of the stages a push publishes: each stage's ``push_name``, overridden by
     ``push.names`` (keyed by the stage's output; an empty name skips it)."""
+    unknown = sorted(set(cfg.push.names) - {s.output for s in stages})
+    if unknown:
+        raise ValueError(f"push.names has {unknown}, which no stage writes; the stage outputs are "
+                         f"{[s.output for s in stages]}")
     names = {s.name: cfg.push.names.get(s.output, s.push_name) for s in stages}
-    return {stage: name for stage, name in names.items() if name}
+    names = {stage: name for stage, name in names.items() if name}
+    taken: dict[str, str] = {}
+    for stage, name in names.items():
+        if name in taken:
+            raise ValueError(f"push.names: stages {taken[name]!r} and {stage!r} would both be pushed as {name!r}; "
+                             "give one of them another name, or null")
+        taken[name] = stage
+    return names
 
 
 def run_tag(cfg: PipelineConfig, hashes: dict[str, str], stages: Sequence[Stage] = STAGES) -> str:
