@@ -3,6 +3,7 @@ names the key and the file, before anything runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,17 @@ def test_a_value_of_the_wrong_type_names_the_field():
 
     with pytest.raises(ConfigError, match=r"decontaminate.eval_sets\[\]='gsm9k': expected one of"):
         load_config(None, ["decontaminate.eval_sets=[gsm9k]"])
+
+
+@pytest.mark.parametrize("names, message", [
+    ("{verifed: x}", "push.names has ['verifed'], which no stage writes"),
+    ("{verified: mathgenie-verified}", "stages 'verify' and 'decontaminate' would both be pushed as"),
+])
+def test_bad_push_names_stop_the_run_before_any_stage(tmp_path, names, message):
+    from mathgenie.generation.config import load_config
+    from mathgenie.generation.pipeline import Pipeline
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", [f"output_dir={tmp_path}", f"push.names={names}"])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Pipeline(cfg).run()
+    assert not any(tmp_path.iterdir())
