@@ -80,14 +80,14 @@ def read_stage_folder(folder: str | Path, config_hash: str | None = None) -> tup
     sets = store.complete_sets()
     if config_hash is not None:
         sets = {h: group for h, group in sets.items() if h == config_hash}
-    if len(sets) != 1:
+    if len(sets) > 1:
+        raise FileNotFoundError(f"{folder} holds complete outputs of several configs {sorted(sets)}; pick one with "
+                                "--config-hash")
+    if not sets:
         found = sorted(p.name for p in folder.glob("manifest*.json")) if folder.is_dir() else []
-        raise FileNotFoundError(
-            f"{folder} is not one complete stage folder: " + (f"it holds complete outputs of several configs "
-                                                                f"{sorted(sets)}; pick one with --config-hash"
-                                                                if sets else f"no complete set of shard manifests "
-                                                                f"(manifest-XXXXX-of-XXXXX.json; found {found})")
-            + ". A stage folder is what `mathgenie run` or `mathgenie seed --output` writes.")
+        raise FileNotFoundError(f"{folder} is not a complete stage folder: no complete set of shard manifests "
+                                f"(manifest-XXXXX-of-XXXXX.json; found {found}). A stage folder is what `mathgenie "
+                                "run` writes for every stage, or `mathgenie seed --output DIR`.")
     (h, manifests), = sets.items()
     return store.read_splits(h), manifests
 
@@ -104,12 +104,12 @@ def push_stage_folder(folder: str | Path, repo_id: str, *, tag: str | None = Non
         funnel, funnel_files = _run_funnel(Path(folder).parent)
     configs = {"default": splits}
     card = stage_card(repo_id, configs, manifests, lineage=lineage, funnel=funnel, tag=tag, stages=stages)
-    h = manifests[0]["config_hash"]
-    logger.info("push: %s (%d rows) as %s", repo_id, sum(len(s) for s in splits.values()), tag)
-    return push_dataset(configs, repo_id, card=card, tag=tag, config_hash=h, extra_files=funnel_files or {},
-                        commit_message=push_kwargs.pop("commit_message", None)
-                        or f"mathgenie {Path(folder).name}: {sum(len(s) for s in splits.values())} rows"
-                        + (f" ({tag})" if tag else ""), **push_kwargs)
+    rows = sum(len(split) for split in splits.values())
+    logger.info("push: %s (%d rows) as %s", repo_id, rows, tag)
+    message = push_kwargs.pop("commit_message", None) or f"mathgenie {Path(folder).name}: {rows} rows" + (
+        f" ({tag})" if tag else "")
+    return push_dataset(configs, repo_id, card=card, tag=tag, config_hash=manifests[0]["config_hash"],
+                        extra_files=funnel_files or {}, commit_message=message, **push_kwargs)
 
 
 def _run_funnel(run_dir: Path) -> tuple[list[StageStats] | None, dict]:
