@@ -403,10 +403,23 @@ KILL = [*TINY, "seed.limit_per_source=1", "augment.prompts_per_solution=1", "aug
         "solve.max_live=1", "verify.consistency=none"]
 
 
-def _start_run(out: Path, log: Path) -> subprocess.Popen:
+def _start_run(out: Path, log: Path, runs: list) -> subprocess.Popen:
     overrides = [*KILL, "push.enabled=false", f"output_dir={out}"]
-    return subprocess.Popen([sys.executable, "-m", "mathgenie.cli", "run", str(DEMO), *overrides],
+    proc = subprocess.Popen([sys.executable, "-m", "mathgenie.cli", "run", str(DEMO), *overrides],
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
+    runs.append(proc)
+    return proc
+
+
+@pytest.fixture
+def runs():
+    """The `mathgenie run` processes a test starts; any still running when it ends (a failed assertion) is killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _kill_when_cached(proc: subprocess.Popen, out: Path, stage: str, timeout: float = 300) -> list[str]:
@@ -425,16 +438,16 @@ def _kill_when_cached(proc: subprocess.Popen, out: Path, stage: str, timeout: fl
 
 @pytest.mark.slow
 @pytest.mark.engine
-def test_kill_9_mid_stage_and_rerun_regenerates_nothing_and_duplicates_no_row(tmp_path, smollm2_dir):
+def test_kill_9_mid_stage_and_rerun_regenerates_nothing_and_duplicates_no_row(tmp_path, smollm2_dir, runs):
     """A real `mathgenie run` (SmolLM2 on transformers) is killed with SIGKILL inside augment, rerun and killed again
     inside solve, then rerun to the end: every request finished before a kill comes from the cache, no row is lost
     or duplicated, and every stage equals an uninterrupted run's."""
     out, ref, log = tmp_path / "killed", tmp_path / "reference", tmp_path / "runs.log"
-    first = _kill_when_cached(_start_run(out, log), out, "augment")
-    second_proc = _start_run(out, log)
+    first = _kill_when_cached(_start_run(out, log, runs), out, "augment")
+    second_proc = _start_run(out, log, runs)
     before_solve = _kill_when_cached(second_proc, out, "solve")
-    assert _start_run(out, log).wait(timeout=600) == 0, log.read_text()[-3000:]
-    assert _start_run(ref, log).wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert _start_run(out, log, runs).wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert _start_run(ref, log, runs).wait(timeout=600) == 0, log.read_text()[-3000:]
 
     def stats(stage):
         return json.loads((out / OUTPUT_OF[stage] / "manifest-00000-of-00001.json").read_text())["stats"]
