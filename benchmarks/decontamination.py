@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mathgenie.decontamination import REASONS, Decontaminator, decontaminate
+from mathgenie.decontamination.hashing import hash_words, shingles
 from mathgenie.evaluation.benchmarks import BENCHMARKS, load_benchmark
-from mathgenie.evaluation.decontamination import REASONS, Decontaminator, decontaminate
-from mathgenie.evaluation.hashing import hash_words, shingles
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "data"  # the real eval sets shipped with the repo
 EVAL_KINDS = ("eval_verbatim", "eval_number_changed", "eval_embedded", "eval_word_dropped")

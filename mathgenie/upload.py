@@ -6,20 +6,15 @@ any part of it, the commit does not happen and the previous revision stays exact
 revision that are not part of the new one are deleted in the same commit, so a revision is exactly what was pushed.
 Then the tag (``v1.0``) names that commit; an existing tag is never moved.
 
-Stage directories (what ``mathgenie push DIR REPO_ID`` reads, and `save_stage_dir` writes)::
-
-    DIR/manifest.json                 {"stage", "config_hash", "sources", "params", "lineage", "funnel", "card": {...}}
-    DIR/{config}/{split}/*.parquet    the rows (``Dataset.to_parquet`` output; any number of files per split)
+A stage folder (`mathgenie.shards.StageStore`) is published by `mathgenie.generation.publish.push_stage_folder`, which
+reads it and calls `push_dataset`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,12 +203,41 @@ def _unchanged(remote, src: Path | bytes) -> bool:
 
 
 def _push(repo_type, repo_id, files, *, branch, tag, message, description, dry_run, token, private) -> PushResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     _plain_lfs_for_local_hub(api.endpoint)
-    head, base, remote = None, None, {}  # base: the revision the new one replaces (main for a new branch)
+    head, remote = _branch_state(api, repo_type, repo_id, branch, dry_run, private)
+    ops, lines, deleted = _operations(files, remote)
+    changed = bool(ops)
+    existing_tags = {}
+    if tag is not None and head is not None:
+        existing_tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=repo_type).tags}
+        if tag in existing_tags and (changed or existing_tags[tag] != head):
+            raise PushError(f"tag {tag!r} already exists in {repo_id} at {existing_tags[tag][:12]}: tags are never "
+                            "moved; push under a new tag, or delete the old one first (nothing was written)")
+    result = PushResult(repo_id, None, branch, tag, sorted(files), deleted, lines, dry_run, changed)
+    if dry_run:
+        logger.info("dry run: would commit to %s %s@%s:\n  %s", repo_type, repo_id, branch, "\n  ".join(lines))
+        return result
+    if changed:
+        result.commit_sha = _commit(api, repo_type, repo_id, ops, branch, head, message, description)
+    else:
+        result.commit_sha = head
+        logger.info("%s@%s already holds exactly these files (%s)", repo_id, branch, head[:12])
+    if tag is not None and not (tag in existing_tags and existing_tags[tag] == result.commit_sha):
+        _tag(api, repo_type, repo_id, tag, result.commit_sha, message)
+    logger.info("pushed %s %s@%s -> %s%s (%d files, %d deleted)", repo_type, repo_id, branch, result.commit_sha[:12],
+                f" tag {tag}" if tag else "", len(files), len(deleted))
+    return result
+
+
+def _branch_state(api, repo_type, repo_id, branch, dry_run, private) -> tuple[str | None, dict]:
+    """The branch head (None for a dry run of a new repo) and the files of the revision the push replaces (main for
+    a new branch); creates the repo and the branch unless ``dry_run``."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    head = base = None
     try:
         head = base = api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
     except RepositoryNotFoundError:
@@ -225,9 +249,16 @@ def _push(repo_type, repo_id, files, *, branch, tag, message, description, dry_r
         if branch != "main":
             api.create_branch(repo_id, repo_type=repo_type, branch=branch, exist_ok=True)
         head = base = api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
-    if base is not None:
-        remote = {f.path: f for f in api.list_repo_tree(repo_id, repo_type=repo_type, revision=base, recursive=True)
-                  if getattr(f, "blob_id", None) is not None}
+    if base is None:
+        return head, {}
+    tree = api.list_repo_tree(repo_id, repo_type=repo_type, revision=base, recursive=True)
+    return head, {f.path: f for f in tree if getattr(f, "blob_id", None) is not None}
+
+
+def _operations(files: dict, remote: dict) -> tuple[list, list[str], list[str]]:
+    """The commit operations that turn ``remote`` into ``files`` (unchanged files are kept, not re-uploaded), a line
+    per file, and the deleted paths."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     ops, lines = [], []
     for path, src in sorted(files.items()):
@@ -239,38 +270,21 @@ def _push(repo_type, repo_id, files, *, branch, tag, message, description, dry_r
             lines.append(f"add {path} ({size:,} bytes)")
     deleted = sorted(set(remote) - set(files) - _KEEP)
     ops += [CommitOperationDelete(path_in_repo=p) for p in deleted]
-    lines += [f"delete {p}" for p in deleted]
-    changed = any(isinstance(op, (CommitOperationAdd, CommitOperationDelete)) for op in ops)
+    return ops, lines + [f"delete {p}" for p in deleted], deleted
 
-    existing_tags = {}
-    if tag is not None and head is not None:
-        existing_tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=repo_type).tags}
-        if tag in existing_tags and (changed or existing_tags[tag] != head):
-            raise PushError(f"tag {tag!r} already exists in {repo_id} at {existing_tags[tag][:12]}: tags are never "
-                            "moved; push under a new tag, or delete the old one first (nothing was written)")
-    result = PushResult(repo_id, None, branch, tag, sorted(files), deleted, lines, dry_run, changed)
-    if dry_run:
-        logger.info("dry run: would commit to %s %s@%s:\n  %s", repo_type, repo_id, branch, "\n  ".join(lines))
-        return result
 
-    if changed:
-        try:
-            info = api.create_commit(repo_id, ops, commit_message=message, commit_description=description,
-                                     repo_type=repo_type, revision=branch, parent_commit=head)
-        except HfHubHTTPError as e:
-            if e.response is not None and e.response.status_code == 412:
-                raise PushError(f"{repo_id}@{branch} changed while pushing (its head is no longer {head[:12]}); "
-                                "nothing was written. Re-run the push on top of the new head.") from e
-            raise
-        result.commit_sha = info.oid
-    else:
-        result.commit_sha = head
-        logger.info("%s@%s already holds exactly these files (%s)", repo_id, branch, head[:12])
-    if tag is not None and not (tag in existing_tags and existing_tags[tag] == result.commit_sha):
-        _tag(api, repo_type, repo_id, tag, result.commit_sha, message)
-    logger.info("pushed %s %s@%s -> %s%s (%d files, %d deleted)", repo_type, repo_id, branch, result.commit_sha[:12],
-                f" tag {tag}" if tag else "", len(files), len(deleted))
-    return result
+def _commit(api, repo_type, repo_id, ops, branch, head, message, description) -> str:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = api.create_commit(repo_id, ops, commit_message=message, commit_description=description,
+                                 repo_type=repo_type, revision=branch, parent_commit=head)
+    except HfHubHTTPError as e:
+        if e.response is not None and e.response.status_code == 412:
+            raise PushError(f"{repo_id}@{branch} changed while pushing (its head is no longer {head[:12]}); "
+                            "nothing was written. Re-run the push on top of the new head.") from e
+        raise
+    return info.oid
 
 
 def _plain_lfs_for_local_hub(endpoint: str) -> None:
@@ -297,65 +311,3 @@ def _tag(api, repo_type: str, repo_id: str, tag: str, sha: str, message: str) ->
         if existing.get(tag) != sha:
             raise PushError(f"commit {sha[:12]} was pushed, but tag {tag!r} was created meanwhile at "
                             f"{existing.get(tag, '?')[:12]}; tag the commit under another name") from e
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Stage directories
-# ---------------------------------------------------------------------------------------------------------------------
-
-def save_stage_dir(out_dir: str | Path, configs: Mapping, manifest: Mapping,
-                   files: Mapping[str, str | Path | bytes] | None = None) -> Path:
-    """Write ``{config}/{split}/*.parquet`` + ``manifest.json`` (see the module docstring), plus ``files``
-    (``{relative path: bytes or local path}``, e.g. the funnel plot the manifest names), atomically: the directory
-    appears complete or not at all."""
-    out_dir = Path(out_dir)
-    _check_configs(configs)
-    json.dumps(manifest)  # fail before writing anything if the manifest is not JSON
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent if out_dir.parent.exists() else None))
-    try:
-        for config, dsd in configs.items():
-            for split, ds in dsd.items():
-                (tmp / config / split).mkdir(parents=True)
-                ds.to_parquet(str(tmp / config / split / "00000.parquet"))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        for rel, src in _extra(files).items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(src, bytes):
-                (tmp / rel).write_bytes(src)
-            else:
-                shutil.copyfile(src, tmp / rel)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def load_stage_dir(stage_dir: str | Path) -> tuple[dict, dict]:
-    """``({config: DatasetDict}, manifest)`` from a stage directory."""
-    import datasets
-
-    stage_dir = Path(stage_dir)
-    manifest_path = stage_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{stage_dir} is not a stage directory: {manifest_path} is missing (expected "
-                                "manifest.json + {config}/{split}/*.parquet)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{manifest_path}: not valid JSON ({e})") from None
-    configs = {}
-    for config_dir in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        splits = {}
-        for split_dir in sorted(p for p in config_dir.iterdir() if p.is_dir()):
-            shards = sorted(str(p) for p in split_dir.glob("*.parquet"))
-            if not shards:
-                raise ValueError(f"{split_dir}: no .parquet files (expected {{config}}/{{split}}/*.parquet)")
-            splits[split_dir.name] = datasets.Dataset.from_parquet(shards, keep_in_memory=True)
-        if splits:
-            configs[config_dir.name] = datasets.DatasetDict(splits)
-    if not configs:
-        raise ValueError(f"{stage_dir}: no {{config}}/{{split}}/*.parquet found")
-    return configs, manifest

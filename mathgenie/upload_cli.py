@@ -1,5 +1,10 @@
-"""``mathgenie push DIR REPO_ID``: publish a stage directory (manifest.json + {config}/{split}/*.parquet) or, with
-``--model``, a model folder, as one atomic commit plus a tag."""
+"""``mathgenie push DIR REPO_ID``: publish a stage folder (any folder a pipeline stage or ``mathgenie seed --output``
+wrote: every shard, the card from its manifests, the run's funnel) or, with ``--model``, a model folder, as one atomic
+commit plus a tag::
+
+    mathgenie push outputs/demo/decontaminated me/mathgenie-verified --tag v1.0
+    mathgenie push checkpoints/mathgenie-lm me/MathGenieLM --model --tag v1.0
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,20 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "push", help="publish a stage dataset or a model folder to the Hub",
-        description="Publish DIR as one commit (all files, README card) and tag it. DIR is a stage directory "
-                    "(manifest.json + {config}/{split}/*.parquet) or, with --model, a save_pretrained folder.")
-    parser.add_argument("dir", type=Path, help="stage directory, or model folder with --model")
+        description="Publish DIR as one commit (all files, README card) and tag it. DIR is a stage folder "
+                    "(manifest-XXXXX-of-XXXXX.json + default/{split}/part-*.parquet, as `mathgenie run` writes "
+                    "every stage) or, with --model, a save_pretrained folder.")
+    parser.add_argument("dir", type=Path, help="stage folder (e.g. outputs/demo/decontaminated), or model folder "
+                        "with --model")
     parser.add_argument("repo_id", help="namespace/name on the Hub")
     parser.add_argument("--tag", default=None, help="version tag to create on the new commit, e.g. v1.0")
     parser.add_argument("--branch", default="main", help="branch to commit to (created from main if missing)")
     parser.add_argument("--message", default=None, help="commit message (default: a summary of what is pushed)")
     parser.add_argument("--card-data", type=Path, default=None,
-                        help="JSON with card fields (datasets: sources/params/lineage/funnel/...; models: base_model/"
-                             "datasets/hyperparameters/train_summary/eval_results); overrides manifest.json 'card'")
+                        help="with --model: JSON with card fields (base_model, datasets, hyperparameters, "
+                             "train_summary, eval_results)")
+    parser.add_argument("--config-hash", default=None,
+                        help="the config hash to publish when the stage folder holds complete outputs of several")
     parser.add_argument("--model", action="store_true", help="DIR is a model folder")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--dry-run", action="store_true", help="print what would be committed; write nothing")
@@ -51,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _card_data(args, default: dict, render) -> dict:
-    """Card fields from the manifest and ``--card-data``, checked against the signature of ``render``."""
+    """Card fields from ``--card-data``, checked against the signature of ``render``."""
     import inspect
 
     fields = dict(default)
@@ -68,33 +77,12 @@ def _card_data(args, default: dict, render) -> dict:
 
 
 def _push_dataset(args):
-    from mathgenie.cards import render_dataset_card
-    from mathgenie.upload import load_stage_dir, push_dataset
+    from mathgenie.generation.publish import push_stage_folder
 
-    configs, manifest = load_stage_dir(args.dir)
-    fields = _card_data(args, dict(manifest.get("card") or {}), render_dataset_card)
-    funnel = fields.pop("funnel", manifest.get("funnel"))
-    extra_files = {}
-    plot = (funnel or {}).get("plot") if isinstance(funnel, dict) else None
-    if plot and (args.dir / plot).is_file():  # ship the funnel plot next to the card that shows it
-        extra_files[Path(plot).name] = args.dir / plot
-        funnel = {**funnel, "plot": Path(plot).name}
-    config_hash = fields.pop("config_hash", manifest.get("config_hash"))
-    card = render_dataset_card(
-        repo_id=args.repo_id,
-        stage=fields.pop("stage", manifest.get("stage", "dataset")),
-        configs=configs,
-        sources=fields.pop("sources", manifest.get("sources")),
-        params=fields.pop("params", manifest.get("params")),
-        lineage=fields.pop("lineage", manifest.get("lineage")),
-        funnel=funnel,
-        config_hash=config_hash,
-        revision=args.tag,
-        **fields,
-    )
-    return push_dataset(configs, args.repo_id, card=card, branch=args.branch, tag=args.tag,
-                        commit_message=args.message, config_hash=config_hash, dry_run=args.dry_run,
-                        private=args.private, extra_files=extra_files)
+    if args.card_data is not None:
+        raise ValueError("--card-data is for --model; a stage folder's card comes from its manifests")
+    return push_stage_folder(args.dir, args.repo_id, tag=args.tag, config_hash=args.config_hash, branch=args.branch,
+                             commit_message=args.message, dry_run=args.dry_run, private=args.private)
 
 
 def _push_model(args):

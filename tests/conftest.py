@@ -86,7 +86,7 @@ def vllm_engine(smollm2_dir):
     """One vLLM engine on SmolLM2 for the whole session. Tests must not close it."""
     pytest.importorskip("vllm")
     from mathgenie.generation.engine import ModelSpec
-    from mathgenie.generation.models import load_engine
+    from mathgenie.generation.engines import load_engine
 
     engine = load_engine(ModelSpec(model=str(smollm2_dir)), backend="vllm")
     try:
@@ -99,7 +99,7 @@ def vllm_engine(smollm2_dir):
 def transformers_engine(smollm2_dir):
     """The transformers engine on SmolLM2 (the fallback backend), shared for the session."""
     from mathgenie.generation.engine import ModelSpec
-    from mathgenie.generation.models import load_engine
+    from mathgenie.generation.engines import load_engine
 
     engine = load_engine(ModelSpec(model=str(smollm2_dir)), backend="transformers")
     try:

@@ -9,10 +9,9 @@ import datasets
 import numpy as np
 import pytest
 
+from mathgenie.decontamination import REASONS, DecontaminationError, Decontaminator, decontaminate, shipped_index
+from mathgenie.decontamination.hashing import doc_hashes, hash_words, minhash_signatures, optimal_lsh_params, shingles
 from mathgenie.evaluation.benchmarks import load_benchmark
-from mathgenie.evaluation.decontamination import (REASONS, DecontaminationError, Decontaminator, decontaminate,
-                                                  pipeline_step)
-from mathgenie.evaluation.hashing import doc_hashes, hash_words, minhash_signatures, optimal_lsh_params, shingles
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,29 @@ def test_group_column_keeps_a_questions_rows_together(index, eval_sets, clean_qu
     assert kept["solution_id"] == ["qa/s0", "qa/s1", "qb/s0", "qb/s1"]  # qa2 repeats qa's text, qe is an eval question
     assert report.questions == 4 and report.questions_kept == 2
     assert report.dropped["eval_exact"] == 2 and report.dropped["exact_duplicate"] == 1
-    assert pipeline_step(ds, {"eval_sets": index})["solution_id"] == kept["solution_id"]  # groups by question_id
+
+
+def test_a_saved_index_flags_like_the_one_built_from_the_texts(index, eval_sets, clean_questions, tmp_path):
+    rows = clean_questions[:100] + list(eval_sets["gsm8k"][:20]) + [eval_sets["math500"][3] + " Explain."]
+    index.save(tmp_path / "index.npz")
+    loaded = Decontaminator.load(tmp_path / "index.npz")
+    assert loaded.params() == index.params()
+    np.testing.assert_array_equal(loaded.flag(rows).reason, index.flag(rows).reason)
+    np.testing.assert_array_equal(loaded.flag(rows).eval_mask, index.flag(rows).eval_mask)
+
+
+def test_the_shipped_index_holds_every_benchmark_and_catches_their_test_questions(real_data):
+    shipped = shipped_index()
+    assert shipped.names == ["gsm8k", "math", "math500", "svamp", "simuleq", "mathematics"]
+    assert shipped.sizes == {"gsm8k": 1319, "math": 5000, "math500": 500, "svamp": 1000, "simuleq": 514,
+                             "mathematics": 1000}
+    for name in shipped.names:
+        questions = list(load_benchmark(name, data_dir=real_data)["question"][:25])
+        flags = shipped.flag(questions, dedup_within=False)
+        assert (flags.reason != 0).all(), name
+        assert all(shipped.names[bit] for bit in range(6) if int(flags.eval_mask[0]) >> bit & 1)
+    only_svamp = shipped.select(["svamp"], minhash=False)
+    assert only_svamp.names == ["svamp"] and only_svamp.bands == 0
 
 
 def test_results_do_not_depend_on_batching_or_threads(index, clean_questions, eval_sets):
@@ -187,6 +208,12 @@ def test_cli_writes_kept_rows_and_report(tmp_path, real_data, eval_sets, clean_q
         data["dropped"]["near_duplicate"]
     with pytest.raises(SystemExit, match="'missing.jsonl': no such file or directory"):
         main(["decontaminate", "missing.jsonl", "--output", str(out), "--eval-data-dir", str(real_data)])
+    # without --eval-data-dir the default rules use the index shipped with mathgenie: same rows dropped, no download
+    shipped_out, shipped_report = tmp_path / "shipped.parquet", tmp_path / "shipped.json"
+    assert main(["decontaminate", str(src), "--output", str(shipped_out), "--report", str(shipped_report),
+                 "--benchmarks", "gsm8k,mathematics"]) == 0
+    assert datasets.Dataset.from_parquet(str(shipped_out))["id"] == kept["id"]
+    assert json.loads(shipped_report.read_text())["dropped"] == data["dropped"]
 
 
 def test_a_shuffled_dataset_is_read_in_its_own_row_order(index, clean_questions, eval_sets):

@@ -36,9 +36,9 @@ def test_demo_runs_offline_pushes_every_stage_and_loads_the_verified_set_back(tm
     stdout = proc.stdout
     assert re.search(r"\[demo\] local Hub at http://127\.0\.0\.1:\d+", stdout)
     funnel = json.loads((out / "funnel.json").read_text())["stages"]
-    assert [s["stage"] for s in funnel] == ["seed", "augment", "back_translate", "solve", "verify"]
+    assert [s["stage"] for s in funnel] == ["seed", "augment", "back_translate", "solve", "verify", "decontaminate"]
     verified_rows = funnel[-1]["rows_out"]
     m = re.search(r"\[demo\] org/mathgenie-verified@(run-[0-9a-f]+): (\d+) rows", stdout)
     assert m is not None, stdout[-2000:]
     assert int(m.group(2)) == verified_rows
-    assert "| verify |" in stdout and "[demo] done in" in stdout
+    assert "| verify |" in stdout and "| decontaminate |" in stdout and "[demo] done in" in stdout

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from mathgenie.generation.engine import ModelSpec
+from mathgenie.generation.engines import load_engine
 from mathgenie.generation.models import (
     SMOLLM2_GGUF,
-    load_engine,
     resolve,
     resolve_model,
     resolved_revision,

@@ -3,6 +3,7 @@ one end-to-end run on the real engine, and the kill -9 / resume test on a real `
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -10,19 +11,26 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import pytest
 from _scripted import ScriptedEngine
 
 from mathgenie.generation.config import load_config
-from mathgenie.generation.pipeline import OUTPUT_OF, Pipeline, stage_hashes
-from mathgenie.generation.shards import Shard, StageStore
+from mathgenie.generation.funnel import write_funnel
+from mathgenie.generation.pipeline import Pipeline, stage_hashes
+from mathgenie.generation.stage import Stage, StageRun
+from mathgenie.generation.stages import STAGES
+from mathgenie.schema import VERIFIED_FEATURES, blocks_to_plain_text
+from mathgenie.shards import Shard, StageStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
-GENERATED = ("augment", "back_translate", "solve", "verify")
-NO_PUSH = ["seed", "augment", "back_translate", "solve", "verify"]
+GENERATED = ("augment", "back_translate", "solve", "verify", "decontaminate")
+NO_PUSH = ["seed", "augment", "back_translate", "solve", "verify", "decontaminate"]
+OUTPUT_OF = {s.name: s.output for s in STAGES}
 
 
 def scripted(prompt: str, params) -> str:
@@ -86,7 +94,7 @@ def test_every_stage_writes_parquet_and_manifest_and_a_rerun_skips_them(tmp_path
         manifest = json.loads((store.dir / "manifest-00000-of-00001.json").read_text())
         assert manifest["config_hash"] == pipeline.hashes[stage] and manifest["shard"] == "0/1"
         assert (store.dir / manifest["files"][0]["path"]).is_file() and manifest["rows"] > 0
-    assert json.loads((tmp_path / "funnel.json").read_text())["stages"][-1]["stage"] == "verify"
+    assert json.loads((tmp_path / "funnel.json").read_text())["stages"][-1]["stage"] == "decontaminate"
     assert (tmp_path / "funnel.png").stat().st_size > 1000
     solved = rows(tmp_path, "solve")
     assert len(solved) == 2 * len(rows(tmp_path, "back_translate"))
@@ -135,7 +143,7 @@ def test_shards_merged_equal_the_unsharded_run(tmp_path, sandbox):
 
 def test_empty_shards_finish_with_empty_parts_and_the_union_is_unchanged(tmp_path, sandbox):
     # 8 seed families in 16 shards: some shards get nothing and must still be marked done, not crash.
-    from mathgenie.generation.shards import shard_of
+    from mathgenie.shards import shard_of
 
     make_pipeline(tmp_path / "whole", sandbox)[0].run(NO_PUSH)
     cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false"])
@@ -156,18 +164,24 @@ def test_push_publishes_every_stage_with_one_tag_and_the_funnel(tmp_path, sandbo
     pipeline, _ = make_pipeline(tmp_path, sandbox, ["push.enabled=true", f"push.org={org}", "push.tag=t1"])
     pipeline.run()
     api = HfApi()
-    for out, name in pipeline.config.push.names.items():
+    names = {"augment": "mathgenie-augmented", "back_translate": "mathgenie-back-translated",
+             "solve": "mathgenie-solved", "decontaminate": "mathgenie-verified"}
+    assert {d.id for d in api.list_datasets(author=org)} == {f"{org}/{n}" for n in names.values()}
+    for stage, name in names.items():
         repo = f"{org}/{name}"
         assert "t1" in [t.name for t in api.list_repo_refs(repo, repo_type="dataset").tags]
         files = api.list_repo_files(repo, repo_type="dataset")
         assert {"README.md", "funnel.png", "funnel.json"} <= set(files)
-        stage = next(s for s, o in OUTPUT_OF.items() if o == out)
         loaded = load_dataset(repo, revision="t1", split="train")
         assert sorted(loaded.to_list(), key=str) == sorted(rows(tmp_path, stage), key=str)
     card = Path(api.hf_hub_download(f"{org}/mathgenie-augmented", "README.md", repo_type="dataset",
                                     revision="t1")).read_text()
     assert "You must change the numbers in the Solution" in card or "Replace the objects" in card
-    assert "| verify |" in card and "funnel.png" in card
+    assert "| verify |" in card and "| decontaminate |" in card and "funnel.png" in card
+    verified_card = Path(api.hf_hub_download(f"{org}/mathgenie-verified", "README.md", repo_type="dataset",
+                                             revision="t1")).read_text()
+    assert "dropped_contaminated: 0 rows" in verified_card
+    assert all(f"| {name} |" in verified_card for name in ("gsm8k", "math500", "svamp", "simuleq", "mathematics"))
 
 
 def test_push_publishes_nothing_while_a_shard_is_missing(tmp_path, sandbox, hub):
@@ -179,6 +193,157 @@ def test_push_publishes_nothing_while_a_shard_is_missing(tmp_path, sandbox, hub)
     with pytest.raises(FileNotFoundError, match=r"missing shards: 1/2"):
         pipeline.run(["push"])
     assert not [d for d in HfApi().list_datasets(author=org)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The stage registry: a stage of the user's own, decontamination, pushing a stage folder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LengthFilterConfig:
+    max_chars: int = 80
+
+
+def solution_chars(blocks: list[dict]) -> int:
+    return len(blocks_to_plain_text(blocks))
+
+
+def keep_short_solutions(ctx: StageRun) -> datasets.Dataset:
+    """A toy stage defined here, outside mathgenie: drop rows whose solution is longer than ``max_chars``."""
+    kept = ctx.rows.filter(lambda b: solution_chars(b) <= ctx.config.max_chars, input_columns="blocks")
+    ctx.stats.rows_in, ctx.stats.rows_out = len(ctx.rows), len(kept)
+    ctx.stats.drop("too_long", len(ctx.rows) - len(kept))
+    return kept
+
+
+LENGTH_FILTER = Stage(name="length_filter", input="decontaminate", output="short", features=VERIFIED_FEATURES,
+                      config_class=LengthFilterConfig, run=keep_short_solutions, push_name="mathgenie-short",
+                      description="Verified rows with a short solution.")
+
+
+def test_a_stage_defined_outside_mathgenie_runs_resumes_and_shards_like_the_others(tmp_path, sandbox):
+    stages = [*STAGES, LENGTH_FILTER]
+    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false", "verify.consistency=none"])
+    engine = ScriptedEngine(scripted)
+    pipeline = Pipeline(cfg, stages=stages, engine_factory=lambda model: engine,
+                        sandbox_factory=lambda: _Borrowed(sandbox))
+    funnel = {s.stage: s for s in pipeline.run()}
+    assert list(funnel) == [*NO_PUSH, "length_filter"]
+    store = StageStore(tmp_path / "whole", "short")
+    short = store.read(pipeline.hashes["length_filter"])
+    assert 0 < len(short) < funnel["decontaminate"].rows_out
+    assert all(solution_chars(b) <= 80 for b in short["blocks"])
+    assert funnel["length_filter"].dropped == {"too_long": funnel["decontaminate"].rows_out - len(short)}
+    assert json.loads((tmp_path / "whole" / "funnel.json").read_text())["stages"][-1]["stage"] == "length_filter"
+    # a rerun skips it like any stage; shards of it add up to the unsharded output
+    again = Pipeline(cfg, stages=stages, engine_factory=lambda model: engine, sandbox_factory=lambda: _Borrowed(sandbox))
+    requests = len(engine.prompts)
+    assert [s.rows_out for s in again.run()] == [s.rows_out for s in funnel.values()] and len(engine.prompts) == requests
+    for shard in ("0/2", "1/2"):
+        sharded = dataclasses.replace(cfg, output_dir=str(tmp_path / "sharded"))
+        Pipeline(sharded, shard=Shard.parse(shard), stages=stages, engine_factory=lambda model: engine,
+                 sandbox_factory=lambda: _Borrowed(sandbox)).run()
+    merged = StageStore(tmp_path / "sharded", "short").read(pipeline.hashes["length_filter"])
+    assert sorted(merged["solution_id"]) == sorted(short["solution_id"])
+
+
+def scripted_engine(model) -> ScriptedEngine:
+    return ScriptedEngine(scripted)
+
+
+@pytest.mark.slow
+def test_a_stage_defined_outside_mathgenie_runs_on_ray_like_locally(tmp_path, sandbox):
+    """The same toy stage through the Ray executor (a local Ray with two shards): the replicas get it, pickled by
+    value, and its rows equal the local run's."""
+    import _scripted
+    import ray
+    from ray import cloudpickle
+
+    from mathgenie.generation.config import RayConfig
+    from mathgenie.scale.ray_executor import run_on_ray
+
+    stages = [*STAGES, LENGTH_FILTER]
+    overrides = ["push.enabled=false", "verify.consistency=none", "sandbox.num_workers=1"]
+    local = load_config(DEMO, [f"output_dir={tmp_path / 'local'}", *overrides])
+    Pipeline(local, stages=stages, engine_factory=scripted_engine, sandbox_factory=lambda: _Borrowed(sandbox)).run()
+    for module in (sys.modules[__name__], _scripted):  # the replicas cannot import the test modules
+        cloudpickle.register_pickle_by_value(module)
+    remote = dataclasses.replace(local, output_dir=str(tmp_path / "ray"))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        funnel = run_on_ray(remote, ray_config=RayConfig(num_shards=2, num_cpus_per_replica=1),
+                            engine_factory=scripted_engine, stages=stages)
+    finally:
+        ray.shutdown()
+    assert [s.stage for s in funnel] == [*NO_PUSH, "length_filter"]
+    h = stage_hashes(local, stages)["length_filter"]
+    parts = sorted(p.name for p in (tmp_path / "ray" / "short" / "default" / "train").iterdir())
+    assert parts == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    ray_rows = StageStore(tmp_path / "ray", "short").read(h).to_list()
+    local_rows = StageStore(tmp_path / "local", "short").read(h).to_list()
+    assert ray_rows and sorted(ray_rows, key=str) == sorted(local_rows, key=str)
+
+
+# GSM8K test question 0 (openai/grade-school-math, MIT), planted into back-translations.
+GSM8K_TEST_0 = ("Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for "
+                "her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh "
+                "duck egg. How much in dollars does she make every day at the farmers' market?")
+
+
+def planting(prompt: str, params) -> str:
+    """`scripted`, except that some back-translations copy a GSM8K test question (then ask the usual question)."""
+    out = scripted(prompt, params)
+    if "Create a New Problem" in prompt and int(hashlib.sha1(prompt.encode()).hexdigest()[0], 16) < 6:
+        return f"{GSM8K_TEST_0} {out}"
+    return out
+
+
+def test_the_decontaminate_stage_drops_a_planted_test_question_and_the_card_says_so(tmp_path, sandbox, hub):
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    org = "plant-" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:6]
+    pipeline, engine = make_pipeline(tmp_path, sandbox, ["verify.consistency=none", f"push.org={org}"],
+                                     engine=ScriptedEngine(planting))
+    funnel = {s.stage: s for s in pipeline.run([*NO_PUSH, "push"])}
+    verified = rows(tmp_path, "verify", ["verify.consistency=none"])
+    planted = [r for r in verified if r["question"].startswith("Janet")]
+    assert planted and len(planted) < len(verified)
+    clean = rows(tmp_path, "decontaminate", ["verify.consistency=none"])
+    assert clean == [r for r in verified if not r["question"].startswith("Janet")]
+    assert funnel["decontaminate"].dropped == {"contaminated": len(planted)}
+    report = json.loads((tmp_path / "decontaminated" / "manifest-00000-of-00001.json").read_text())["report"]
+    assert report["decontamination"]["by_eval_set"]["gsm8k"] == len(planted)
+    assert report["decontamination"]["dropped"]["eval_ngram"] == len(planted)
+    card = Path(HfApi().hf_hub_download(f"{org}/mathgenie-verified", "README.md", repo_type="dataset",
+                                        revision=pipeline.config.push.tag or f"run-{pipeline.hashes['decontaminate'][:10]}")
+                ).read_text()
+    assert f"dropped_contaminated: {len(planted)} rows" in card and "| gsm8k | 1319 |" in card
+    assert "| simuleq | 514 |" in card and "| mathematics | 1000 |" in card
+    pushed = load_dataset(f"{org}/mathgenie-verified", split="train")
+    assert sorted(pushed["solution_id"]) == sorted(r["solution_id"] for r in clean)
+
+
+def test_mathgenie_push_publishes_a_folder_the_pipeline_wrote(tmp_path, sandbox, hub):
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    make_pipeline(tmp_path, sandbox, shard="0/2")[0].run(NO_PUSH)
+    make_pipeline(tmp_path, sandbox, shard="1/2")[0].run(NO_PUSH)
+    whole, _ = make_pipeline(tmp_path, sandbox)
+    write_funnel(whole.funnel(), tmp_path)  # what `mathgenie run --stages push` would write: the merged funnel
+    repo = "cli-" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:6] + "/solved"
+    push = [sys.executable, "-m", "mathgenie.cli", "push", str(tmp_path / "solved"), repo, "--tag", "v1"]
+    done = subprocess.run(push, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"{repo}@main:" in done.stdout and "tag v1" in done.stdout
+    loaded = load_dataset(repo, revision="v1", split="train")
+    assert sorted(loaded.to_list(), key=str) == sorted(rows(tmp_path, "solve"), key=str)  # both shards
+    card = Path(HfApi().hf_hub_download(repo, "README.md", repo_type="dataset", revision="v1")).read_text()
+    assert "Code-integrated solutions" in card and "solution format" in card and "| decontaminate |" in card
+    assert "hf_test_token" not in card
+    assert {"funnel.png", "funnel.json"} <= set(HfApi().list_repo_files(repo, repo_type="dataset", revision="v1"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -202,14 +367,15 @@ def test_real_engine_sandbox_and_hub_through_every_stage(tmp_path, vllm_engine, 
     pipeline, _ = make_pipeline(tmp_path, sandbox, [*TINY, "verify.consistency=none", "push.enabled=true",
                                                     f"push.org={org}", "push.tag=e2e"], engine=vllm_engine)
     funnel = {s.stage: s for s in pipeline.run()}
-    assert list(funnel) == ["seed", "augment", "back_translate", "solve", "verify"]
-    chain = ["seed", "augment", "back_translate", "solve", "verify"]
+    assert list(funnel) == NO_PUSH
+    chain = NO_PUSH
     for up, down in zip(chain, chain[1:]):
         assert funnel[down].rows_in == funnel[up].rows_out, down
     assert funnel["augment"].rows_out > 0 and funnel["back_translate"].rows_out > 0
     assert funnel["solve"].rows_out == 2 * funnel["back_translate"].rows_out
     for stage in ("augment", "back_translate", "solve", "verify"):
         assert funnel[stage].generated_tokens > 0 and funnel[stage].cache_hits == 0, stage
+    assert funnel["decontaminate"].rows_in == funnel["verify"].rows_out
     solved = rows(tmp_path, "solve", TINY)
     assert all(r["blocks"] and r["model"] == vllm_engine.spec.model for r in solved)
     assert {r["finish_reason"] for r in solved} <= {"endofmessage", "max_blocks", "length", "error"}
@@ -217,7 +383,7 @@ def test_real_engine_sandbox_and_hub_through_every_stage(tmp_path, vllm_engine, 
     assert all(r["verification"] and r["verdict"] in ("correct", "unknown") for r in verified)
     assert funnel["verify"].rows_out + funnel["verify"].dropped.get("verdict_wrong", 0) == funnel["solve"].rows_out
     loaded = load_dataset(f"{org}/mathgenie-verified", revision="e2e", split="train")
-    assert sorted(loaded["solution_id"]) == sorted(r["solution_id"] for r in verified)
+    assert sorted(loaded["solution_id"]) == sorted(r["solution_id"] for r in rows(tmp_path, "decontaminate", [*TINY, "verify.consistency=none"]))
 
 
 def _cache_keys(out: Path, stage: str) -> list[str]:
@@ -237,10 +403,23 @@ KILL = [*TINY, "seed.limit_per_source=1", "augment.prompts_per_solution=1", "aug
         "solve.max_live=1", "verify.consistency=none"]
 
 
-def _start_run(out: Path, log: Path) -> subprocess.Popen:
+def _start_run(out: Path, log: Path, runs: list) -> subprocess.Popen:
     overrides = [*KILL, "push.enabled=false", f"output_dir={out}"]
-    return subprocess.Popen([sys.executable, "-m", "mathgenie.cli", "run", str(DEMO), *overrides],
+    proc = subprocess.Popen([sys.executable, "-m", "mathgenie.cli", "run", str(DEMO), *overrides],
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
+    runs.append(proc)
+    return proc
+
+
+@pytest.fixture
+def runs():
+    """The `mathgenie run` processes a test starts; any still running when it ends (a failed assertion) is killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _kill_when_cached(proc: subprocess.Popen, out: Path, stage: str, timeout: float = 300) -> list[str]:
@@ -259,16 +438,16 @@ def _kill_when_cached(proc: subprocess.Popen, out: Path, stage: str, timeout: fl
 
 @pytest.mark.slow
 @pytest.mark.engine
-def test_kill_9_mid_stage_and_rerun_regenerates_nothing_and_duplicates_no_row(tmp_path, smollm2_dir):
+def test_kill_9_mid_stage_and_rerun_regenerates_nothing_and_duplicates_no_row(tmp_path, smollm2_dir, runs):
     """A real `mathgenie run` (SmolLM2 on transformers) is killed with SIGKILL inside augment, rerun and killed again
     inside solve, then rerun to the end: every request finished before a kill comes from the cache, no row is lost
     or duplicated, and every stage equals an uninterrupted run's."""
     out, ref, log = tmp_path / "killed", tmp_path / "reference", tmp_path / "runs.log"
-    first = _kill_when_cached(_start_run(out, log), out, "augment")
-    second_proc = _start_run(out, log)
+    first = _kill_when_cached(_start_run(out, log, runs), out, "augment")
+    second_proc = _start_run(out, log, runs)
     before_solve = _kill_when_cached(second_proc, out, "solve")
-    assert _start_run(out, log).wait(timeout=600) == 0, log.read_text()[-3000:]
-    assert _start_run(ref, log).wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert _start_run(out, log, runs).wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert _start_run(ref, log, runs).wait(timeout=600) == 0, log.read_text()[-3000:]
 
     def stats(stage):
         return json.loads((out / OUTPUT_OF[stage] / "manifest-00000-of-00001.json").read_text())["stats"]
@@ -289,7 +468,7 @@ def test_kill_9_mid_stage_and_rerun_regenerates_nothing_and_duplicates_no_row(tm
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stages", "seed,polish"], "--stages has unknown stage(s) ['polish']"),
+    (["--stages", "seed,polish"], "--stages: unknown stage(s) ['polish']"),
     (["--shard", "2/2"], "shard 2/2: need 0 <= I < N"),
     (["solve.n=many"], "solve.n='many': expected an integer"),
 ])

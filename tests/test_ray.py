@@ -21,10 +21,11 @@ import pytest
 import yaml
 from _scripted import ScriptedEngine
 
-from mathgenie.generation.config import ModelConfig, PipelineConfig, from_dict, load_config
-from mathgenie.generation.pipeline import OUTPUT_OF, Pipeline, stage_hashes
-from mathgenie.generation.shards import StageStore
-from mathgenie.scale.config import RayConfig
+from mathgenie.config import from_dict
+from mathgenie.generation.config import ModelConfig, PipelineConfig, RayConfig, load_config
+from mathgenie.generation.pipeline import Pipeline, stage_hashes
+from mathgenie.generation.stages import STAGES
+from mathgenie.shards import StageStore
 
 from mathgenie.scale.ray_executor import (
     TOKEN_FILE, ReplicaResources, ShardWorker, replica_resources, replicas_that_fit, stage_groups,
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
 NO_PUSH = ["seed", "augment", "back_translate", "solve", "verify"]
 GENERATED = ("augment", "back_translate", "solve", "verify")
+OUTPUT_OF = {s.name: s.output for s in STAGES}
 GPU_NODE = {"CPU": 64.0, "GPU": 8.0}
 
 
@@ -72,8 +74,10 @@ def test_cpu_clusters_remote_servers_and_explicit_settings():
 
 def test_stages_sharing_a_model_share_replicas():
     cfg = load_config(DEMO)
-    assert stage_groups(cfg, NO_PUSH + ["decontaminate", "push"]) == [["augment", "back_translate", "solve", "verify"]]
-    cfg = load_config(DEMO, ["back_translate.model={model: org/bt}", "decontaminate.function=m:f"])
+    assert stage_groups(cfg, NO_PUSH + ["push"]) == [["augment", "back_translate", "solve", "verify"]]
+    assert stage_groups(cfg, NO_PUSH + ["decontaminate", "push"]) == [["augment", "back_translate", "solve", "verify"],
+                                                                      ["decontaminate"]]
+    cfg = load_config(DEMO, ["back_translate.model={model: org/bt}"])
     assert stage_groups(cfg, NO_PUSH + ["decontaminate"]) == [["augment"], ["back_translate"], ["solve", "verify"],
                                                               ["decontaminate"]]
 
@@ -129,7 +133,7 @@ def test_the_slurm_array_task_runs_its_shard():
     env = {**os.environ, "MATHGENIE": "echo mathgenie", "SLURM_ARRAY_TASK_ID": "3"}
     done = subprocess.run(["bash", str(script), "cfg.yaml", "8", "solve.n=4"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["mathgenie", "run", "cfg.yaml", "solve.n=4", "--shard", "3/8", "--stages",
-                                   "augment,back_translate,solve,verify"]
+                                   "augment,back_translate,solve,verify,decontaminate"]
     env.pop("SLURM_ARRAY_TASK_ID")
     done = subprocess.run(["bash", str(script), "cfg.yaml", "8"], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "Slurm array task" in done.stderr
@@ -237,7 +241,7 @@ DRIVER = """
 import json, logging, sys, time
 import ray
 from mathgenie.generation.config import load_config
-from mathgenie.scale.config import RayConfig
+from mathgenie.generation.config import RayConfig
 from mathgenie.scale.ray_executor import run_on_ray
 logging.basicConfig(level=logging.INFO)
 address, overrides, ray_kwargs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])

@@ -125,8 +125,8 @@ def test_seed_from_hub_datasets_in_upstream_formats(hub, tmp_path):
     assert seed["answer"] == ["1000", "42", "1", "\\frac{\\pi}{4}", "90^\\circ"]
     assert seed["solution"][0] == "1200-200=1000"  # config `main` only, not `socratic`
     assert seed["level"] == [None, None, 1, None, 5]
-    manifest = json.loads((out / "manifest.json").read_text())
-    revisions = {s["name"]: s["revision"] for s in manifest["sources"]}
+    manifest = json.loads((out / "manifest-00000-of-00001.json").read_text())
+    revisions = {s["name"]: s["revision"] for s in manifest["card"]["sources"]}
     assert all(len(r) == 40 for r in revisions.values())  # Hub sources pinned to a commit
 
 

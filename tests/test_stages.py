@@ -6,19 +6,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import datasets
 import pytest
 from _scripted import ScriptedEngine
 
 from mathgenie import schema
-from mathgenie.generation import augment, back_translate, metamath, prompts, solve, verify
+from mathgenie.config import ConfigError
+from mathgenie.generation import code_loop, prompts
 from mathgenie.generation.cache import RequestCache, derive_seed, make_request, run_requests
-from mathgenie.generation.config import (
-    AugmentConfig, BackTranslateConfig, ConfigError, SolveConfig, VerifyConfig, load_config,
-)
+from mathgenie.generation.config import AugmentConfig, BackTranslateConfig, SolveConfig, VerifyConfig, load_config
 from mathgenie.generation.engine import Completion, SamplingParams
 from mathgenie.generation.funnel import StageStats
+from mathgenie.generation.stage import model_for
+from mathgenie.generation.stages import STAGES, augment, back_translate, metamath, solve, verify
 
 SEEDS = [
     {"id": "gsm8k/train/0", "source": "gsm8k", "question": "Tom has 3 apples and buys 4 more. How many now?",
@@ -251,8 +253,9 @@ class TestConfig:
         path.write_text("augment:\n  rounds: 2\nsolve:\n  n: 4\n  model:\n    model: my/model\n")
         cfg = load_config(path, ["solve.n=5", "augment.prompts=[1, 3]", "verify.consistency=majority"])
         assert (cfg.augment.rounds, cfg.solve.n, cfg.augment.prompts) == (2, 5, ["1", "3"])
-        assert cfg.model_for("solve").model == "my/model" and cfg.model_for("verify").model == "my/model"
-        assert cfg.model_for("augment").model == "smollm2"
+        stage = {s.name: s for s in STAGES}
+        assert model_for(cfg, stage["solve"]).model == "my/model" and model_for(cfg, stage["verify"]).model == "my/model"
+        assert model_for(cfg, stage["augment"]).model == "smollm2"
 
     @pytest.mark.parametrize("override, message", [
         ("solve.temprature=0.5", "unknown config key(s) ['temprature'] in section 'solve'"),
@@ -266,11 +269,12 @@ class TestConfig:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(None, [override])
 
-    def test_demo_config_matches_the_built_in_copy(self, tmp_path):
-        from mathgenie.demo import DEMO_YAML, REPO_CONFIG
+    def test_the_demo_config_ships_inside_the_package(self):
+        from mathgenie.demo import DEMO_CONFIG
 
-        (tmp_path / "d.yaml").write_text(DEMO_YAML)
-        assert load_config(REPO_CONFIG) == load_config(tmp_path / "d.yaml")
+        assert DEMO_CONFIG.read_text() == (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
+        assert load_config(DEMO_CONFIG).decontaminate.eval_sets == ["gsm8k", "math", "math500", "svamp", "simuleq",
+                                                                    "mathematics"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -383,7 +387,7 @@ class TestSolveLoop:
             "<|text|>Set up.<|endofblock|>", "<|code|>x = 6 * 7<|endofblock|>", "<|code|>print(x + 1)<|endofblock|>",
             "<|text|>The answer is \\boxed{43}.<|endofblock|>"]}))
         stats = StageStats()
-        (r0, r1), = solve.solve_questions(engine, ["q"], sandbox=sandbox, params=SamplingParams(), n=2, stats=stats)
+        (r0, r1), = code_loop.solve_questions(engine, ["q"], sandbox=sandbox, params=SamplingParams(), n=2, stats=stats)
         assert r0.blocks == [T("Set up."), C("x = 6 * 7"), E(""), C("print(x + 1)"), E("43"),
                              T("The answer is \\boxed{43}.")]
         assert (r0.answer, r0.finish_reason, r0.num_code_blocks) == ("43", "endofmessage", 2)
@@ -396,20 +400,20 @@ class TestSolveLoop:
     def test_mathcoder_decimal_rounding_applies_to_model_blocks_and_the_code_it_runs(self, sandbox):
         script = {"q": ["<|text|>Take 0.333333333 and 2.5.<|endofblock|>",
                         "<|code|>x = 1.23456789 * 2\nprint(x, 0.1 + 0.2)<|endofblock|>"]}
-        (plain,), = solve.solve_questions(ScriptedEngine(lce_steps(script)), ["q"], sandbox=sandbox,
+        (plain,), = code_loop.solve_questions(ScriptedEngine(lce_steps(script)), ["q"], sandbox=sandbox,
                                           params=SamplingParams())
-        (rounded,), = solve.solve_questions(ScriptedEngine(lce_steps(script)), ["q"], sandbox=sandbox,
+        (rounded,), = code_loop.solve_questions(ScriptedEngine(lce_steps(script)), ["q"], sandbox=sandbox,
                                             params=SamplingParams(), decimals=6)
         assert plain.blocks[:3] == [T("Take 0.333333333 and 2.5."), C("x = 1.23456789 * 2\nprint(x, 0.1 + 0.2)"),
                                     E("2.46913578 0.30000000000000004")]
         # model-written blocks are rounded before they run; what the code prints is left as printed (as MathCoder)
         assert rounded.blocks[:3] == [T("Take 0.333333 and 2.5."), C("x = 1.234568 * 2\nprint(x, 0.1 + 0.2)"),
                                       E("2.469136 0.30000000000000004")]
-        assert solve.round_decimals("pi = 3.14159265, 10.5, 7, 0.1234567", 6) == "pi = 3.141593, 10.5, 7, 0.123457"
+        assert code_loop.round_decimals("pi = 3.14159265, 10.5, 7, 0.1234567", 6) == "pi = 3.141593, 10.5, 7, 0.123457"
 
     def test_block_cap_ends_a_solution_and_its_last_code_still_runs(self, sandbox):
         engine = ScriptedEngine(lce_steps({"loop": ["<|code|>print('tick')<|endofblock|>"] * 40}))
-        (r,), = solve.solve_questions(engine, ["loop"], sandbox=sandbox, params=SamplingParams(), max_blocks=16)
+        (r,), = code_loop.solve_questions(engine, ["loop"], sandbox=sandbox, params=SamplingParams(), max_blocks=16)
         assert r.finish_reason == "max_blocks" and r.num_code_blocks == 16 and len(r.blocks) == 32
         assert r.blocks[-1] == E("tick")
 
@@ -419,7 +423,7 @@ class TestSolveLoop:
     ])
     def test_length_and_format_errors_end_a_solution(self, sandbox, output, reason):
         engine = ScriptedEngine(lambda p, s: output)
-        (r,), = solve.solve_questions(engine, ["q"], sandbox=sandbox, params=SamplingParams(max_tokens=20))
+        (r,), = code_loop.solve_questions(engine, ["q"], sandbox=sandbox, params=SamplingParams(max_tokens=20))
         assert r.finish_reason == reason and r.answer is None
 
     def test_a_solution_waiting_on_the_sandbox_does_not_block_the_others(self, sandbox):
@@ -428,7 +432,7 @@ class TestSolveLoop:
         steps = {"slow": ["<|code|>import time\ntime.sleep(2)\nprint(1)<|endofblock|>",
                           "<|text|>\\boxed{1}<|endofblock|>"], **others}
         engine = ScriptedEngine(lce_steps(steps), per_poll=1)  # one request per poll, like a busy engine
-        results = solve.solve_questions(engine, list(steps), sandbox=sandbox, params=SamplingParams())
+        results = code_loop.solve_questions(engine, list(steps), sandbox=sandbox, params=SamplingParams())
         assert [r[0].answer for r in results] == ["1", "2", "2", "2", "2"]
         order = [p.split("<|user|><|text|>")[1].split("<|endofblock|>")[0] for p in engine.prompts]
         after_sleep = [i for i, p in enumerate(engine.prompts) if "<|execution|>1" in p]
@@ -443,7 +447,7 @@ class TestSolveLoop:
             return "Compute it.\n```python\nprint(3 * 12 - 10)\n```\n```output\n999\n```\nThe answer is 999."
 
         engine = ScriptedEngine(respond)
-        (r,), = solve.solve_questions(engine, ["Tom's pencils?"], sandbox=sandbox, params=SamplingParams(),
+        (r,), = code_loop.solve_questions(engine, ["Tom's pencils?"], sandbox=sandbox, params=SamplingParams(),
                                       format="markdown", few_shot=True)
         assert r.blocks == [T("Compute it."), C("print(3 * 12 - 10)"), E("26"), T("So Tom has \\boxed{26} pencils.")]
         assert r.answer == "26" and r.finish_reason == "endofmessage"

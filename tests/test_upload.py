@@ -217,35 +217,43 @@ def test_push_model_and_load_it_at_the_tag(api, repo_id, tmp_path):
     assert "README.md" not in api.list_repo_files(repo_id, revision="v2")  # a revision is exactly its folder
 
 
-def test_cli_push_of_a_stage_dir(api, repo_id, tmp_path, capsys):
-    from mathgenie.cli import main
-    from mathgenie.upload import load_stage_dir, save_stage_dir
+def _stage_folder(path, ids: list[str], shards: int = 1):
+    """A stage folder as the pipeline writes it (`StageStore`): one part and one manifest per shard."""
+    from mathgenie.shards import Shard, StageStore
 
-    stage = save_stage_dir(tmp_path / "stage", {"gsm8k": _dd(["a", "b"])},
-                           {"stage": "seed", "config_hash": "abc123", "params": {"model": "m", "hf_token": "x"},
-                            "funnel": {"stages": [{"stage": "seed", "rows_in": 2, "rows_out": 2}],
-                                       "plot": "plots/funnel.png"}},
-                           files={"plots/funnel.png": b"\x89PNG fake"})
-    configs, manifest = load_stage_dir(stage)
-    assert list(configs["gsm8k"]["train"]["id"]) == ["a", "b"] and configs["gsm8k"]["train"].features == FEATURES
+    store = StageStore(path.parent, path.name)
+    rows = _dd(ids)["train"]
+    for i in range(shards):
+        part = rows.shard(num_shards=shards, index=i, contiguous=True)
+        store.write(Shard(i, shards), part, {"stage": "augment", "config_hash": "abc123", "card": {
+            "description": "Rewritten solutions.", "params": {"model": "m", "hf_token": "x"}}})
+    return store.dir
+
+
+def test_cli_push_of_a_stage_folder(api, repo_id, tmp_path, capsys):
+    from mathgenie.cli import main
+
+    stage = _stage_folder(tmp_path / "run" / "augmented", ["a", "b", "c"], shards=2)
+    (tmp_path / "run" / "funnel.json").write_text(json.dumps({"stages": [{"stage": "augment", "rows_in": 1,
+                                                                           "rows_out": 3}]}))
+    (tmp_path / "run" / "funnel.png").write_bytes(b"\x89PNG fake")
     assert main(["push", str(stage), repo_id, "--tag", "v1.0", "--dry-run"]) == 0
-    assert "add gsm8k/train-00000-of-00001.parquet" in capsys.readouterr().out
+    assert "add default/train-00000-of-00001.parquet" in capsys.readouterr().out
     assert not api.repo_exists(repo_id, repo_type="dataset")
     assert main(["push", str(stage), repo_id, "--tag", "v1.0"]) == 0
     refs = api.list_repo_refs(repo_id, repo_type="dataset")
     assert [t.name for t in refs.tags] == ["v1.0"]
     readme = open(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision="v1.0")).read()
     assert "abc123" in readme and 'revision="v1.0"' in readme and "<redacted>" in readme
-    assert "](funnel.png)" in readme and "funnel.png" in api.list_repo_files(repo_id, repo_type="dataset")
+    assert "Rewritten solutions." in readme and "| augment |" in readme
+    assert {"funnel.png", "funnel.json"} <= set(api.list_repo_files(repo_id, repo_type="dataset"))
     assert main(["push", str(tmp_path / "nowhere"), repo_id]) == 1
-    (tmp_path / "card.json").write_text('{"licence": "mit"}')  # a typo is an error, not a silent no-op
+    (tmp_path / "card.json").write_text('{"license": "mit"}')  # a dataset's card comes from its manifests
     assert main(["push", str(stage), repo_id, "--card-data", str(tmp_path / "card.json")]) == 1
 
 
 def test_an_unreachable_hub_is_one_clear_line_not_a_traceback(tmp_path):
-    from mathgenie.upload import save_stage_dir
-
-    stage = save_stage_dir(tmp_path / "stage", {"gsm8k": _dd(["a"])}, {"stage": "seed"})
+    stage = _stage_folder(tmp_path / "stage", ["a"])
     env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_DISABLE_XET="1")  # port 9: nothing listens
     proc = subprocess.run([sys.executable, "-m", "mathgenie.cli", "push", str(stage), "org/x", "--dry-run"], env=env,
                           capture_output=True, text=True, timeout=300)

@@ -36,7 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--split", default="train", help="split to read from every source (default: train)")
     p.add_argument("--limit", type=int, help="keep the first N rows of each source (quick runs)")
-    p.add_argument("--output", metavar="DIR", help="write DIR/default/{split}/*.parquet and DIR/manifest.json")
+    p.add_argument("--output", metavar="DIR", help="write the seed as a stage folder (DIR/default/{split}/part-*.parquet "
+                   "+ DIR/manifest-00000-of-00001.json; `mathgenie push DIR REPO` publishes it)")
     p.add_argument("--push", metavar="REPO_ID", help="push the seed to this Hub dataset repo (one commit)")
     p.add_argument("--tag", help="tag the pushed commit, e.g. v1.0")
     p.add_argument("--dry-run", action="store_true", help="with --push: build and check, push nothing")
@@ -88,18 +89,19 @@ def main(args) -> int:
         logger.info("seed %s: %d rows %s", split, ds.num_rows, dict(sorted(Counter(ds["source"]).items())))
     manifest = seed_manifest(sources, limit=args.limit)
     if args.output:
-        from mathgenie.upload import save_stage_dir
+        from mathgenie.shards import Shard, StageStore
 
-        save_stage_dir(args.output, {"default": seed}, manifest)
-        logger.info("wrote %s (default/{split}/*.parquet + manifest.json)", args.output)
+        out = Path(args.output)
+        StageStore(out.parent, out.name).write(Shard(), seed, manifest)
+        logger.info("wrote %s (default/{split}/part-*.parquet + manifest-00000-of-00001.json)", args.output)
     if args.push:
         push_seed(seed, args.push, manifest=manifest, tag=args.tag, dry_run=args.dry_run)
     return 0
 
 
 def seed_manifest(sources, *, limit: int | None) -> dict:
-    """What `mathgenie.upload.save_stage_dir` stores next to the rows, and what the card shows: the sources (Hub
-    repos pinned to a commit) and the build parameters."""
+    """What the seed's stage folder keeps next to the rows, and what the card shows: the sources (Hub repos pinned
+    to a commit) and the build parameters."""
     card_sources = [
         {"name": s.name, "repo_id": s.path_or_repo if s.is_hub else None, "revision": s.revision,
          "config": s.config if s.is_hub else None, "split": s.split}
@@ -113,8 +115,12 @@ def seed_manifest(sources, *, limit: int | None) -> dict:
         ],
         "limit_per_source": limit,
     }
-    card = {"extra_sections": {"Normalization": NORMALIZATION}}
-    return {"stage": "seed", "sources": card_sources, "params": params, "card": card}
+    from mathgenie.builders.seed import DESCRIPTION
+    from mathgenie.config import config_hash
+
+    card = {"description": DESCRIPTION, "sources": card_sources, "params": params,
+            "extra_sections": {"Normalization": NORMALIZATION}}
+    return {"stage": "seed", "config_hash": config_hash(params), "card": card}
 
 
 NORMALIZATION = """\
@@ -133,10 +139,7 @@ def push_seed(seed, repo_id: str, *, manifest: dict, tag: str | None = None, dry
     from mathgenie.upload import push_dataset
 
     configs = {"default": seed}
-    card = render_dataset_card(
-        repo_id=repo_id, stage="seed", configs=configs, sources=manifest["sources"], params=manifest["params"],
-        revision=tag, **manifest.get("card", {}),
-    )
+    card = render_dataset_card(repo_id=repo_id, stage="seed", configs=configs, revision=tag, **manifest["card"])
     result = push_dataset(configs, repo_id, card=card, tag=tag, dry_run=dry_run, token=token)
     logger.info("pushed %s: commit %s%s", repo_id, result.commit_sha, f", tag {tag}" if tag else "")
     return result

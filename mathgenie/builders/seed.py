@@ -41,6 +41,8 @@ __all__ = ["GSM8K_HUB", "MATH_HUB", "SeedBuilder", "SeedConfig", "SeedFormatErro
 
 logger = logging.getLogger(__name__)
 
+DESCRIPTION = "Seed problems with their reference solutions and final answers (GSM8K and MATH train)."
+
 _CITATION = CITATIONS["GSM8K"] + "\n" + CITATIONS["MATH"]
 
 _DESCRIPTION = """\

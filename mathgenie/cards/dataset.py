@@ -16,17 +16,6 @@ from mathgenie.cards.common import (
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md.j2"
 
-STAGE_DESCRIPTIONS = {
-    "seed": "Seed problems with their reference solutions and final answers (GSM8K and MATH train).",
-    "augmented": "Rewritten versions of the seed solutions (K rounds of solution augmentation with the rewrite "
-                 "prompts), each traced to the solution it rewrites.",
-    "back_translated": "New questions written from augmented solutions (question back-translation).",
-    "solved": "Code-integrated solutions (MathCoder's LCE format: text, code and execution blocks; code was run in "
-              "a sandbox between generation steps) for the back-translated questions.",
-    "verified": "Solved rows that passed verification: the answer agrees with the majority of the question's "
-                "solutions and a code-based verification rationale judged it correct.",
-}
-
 LINEAGE_COLUMNS = {
     "seed_id": "id of the seed problem the row descends from",
     "source": "seed dataset (gsm8k, math, ...)",
@@ -126,6 +115,7 @@ def render_dataset_card(
     repo_id: str,
     stage: str,
     configs: Mapping,
+    description: str | None = None,
     sources=None,
     params: Mapping[str, Any] | None = None,
     lineage=None,
@@ -139,11 +129,12 @@ def render_dataset_card(
 ) -> DatasetCard:
     """Render the card of one stage dataset.
 
-    ``configs``: ``{config_name: DatasetDict}`` as pushed. ``sources``: seed source names or dicts
-    ``{name, repo_id, revision, license, url}`` (default: the values of the ``source`` column). ``params``: generation
-    parameters (prompts, models, revisions, sampling); values under secret-looking keys are redacted. ``lineage``: a
-    text, or upstream datasets ``[{stage, repo_id, revision}]``. ``funnel``: ``[{stage, rows_in, rows_out, tokens,
-    seconds}]`` or ``{"stages": [...], "plot": "funnel.png"}``. ``revision``: the tag used in the loading example.
+    ``configs``: ``{config_name: DatasetDict}`` as pushed. ``description``: what the rows are (a stage's
+    ``description``). ``sources``: seed source names or dicts ``{name, repo_id, revision, license, url}`` (default: the
+    values of the ``source`` column). ``params``: generation parameters (prompts, models, revisions, sampling); values
+    under secret-looking keys are redacted. ``lineage``: a text, or upstream datasets ``[{stage, repo_id, revision}]``.
+    ``funnel``: ``[{stage, rows_in, rows_out, tokens, seconds}]`` or ``{"stages": [...], "plot": "funnel.png"}``.
+    ``revision``: the tag used in the loading example.
     """
     if not configs:
         raise ValueError("render_dataset_card: `configs` is empty; pass {config_name: DatasetDict}")
@@ -151,53 +142,38 @@ def render_dataset_card(
     total = sum(r["rows"] for r in row_counts)
     sources_list = _sources(sources, row_counts)
     lineage_text, upstream = _lineage(lineage)
-    configs_yaml, infos_yaml = data_metadata(configs)
     columns = list(dict.fromkeys(c for dsd in configs.values() for ds in dsd.values() for c in ds.column_names))
-    pretty_name = pretty_name or f"MathGenie {stage.replace('_', ' ')} data"
-    card_data = DatasetCardData(
-        pretty_name=pretty_name,
-        license=license,
-        language=["en"],
-        task_categories=["text-generation", "question-answering"],
-        size_categories=[size_category(total)],
-        source_datasets=sorted({s["repo_id"] for s in sources_list if s.get("repo_id")}
-                               | {u["repo_id"] for u in upstream if u["repo_id"] != "-"}),
-        tags=["math", "synthetic", "mathgenie", stage.replace("_", "-")],
-        configs=configs_yaml,
-        dataset_info=infos_yaml,
-    )
+    card_data = _card_data(configs, stage, total, sources_list, upstream, license,
+                           pretty_name or f"MathGenie {stage.replace('_', ' ')} data")
     funnel_rows, funnel_plot = _funnel(funnel)
     scalars, blocks = _params_sections(params)
+    card = DatasetCard.from_template(
+        card_data, template_path=str(TEMPLATE), repo_id=repo_id, stage=stage, stage_description=description or "",
+        summary=summary or f"{total:,} rows in {len(configs)} config(s).", first_config=next(iter(configs)),
+        config_names=list(configs), revision=revision or "main", config_hash=config_hash, row_counts=row_counts,
+        total_rows=total, columns=columns, lineage_text=lineage_text, upstream=upstream,
+        lineage_columns=[(c, t) for c, t in LINEAGE_COLUMNS.items() if c in columns], params_scalars=scalars,
+        params_blocks=blocks, funnel_rows=funnel_rows, funnel_plot=funnel_plot, license=license,
+        sources=sources_list, extra_sections=list((extra_sections or {}).items()), citations=_citations(sources_list))
+    return DatasetCard(tidy_markdown(scrub_text(str(card))))
+
+
+def _card_data(configs, stage, total, sources_list, upstream, license, pretty_name) -> DatasetCardData:
+    configs_yaml, infos_yaml = data_metadata(configs)
+    return DatasetCardData(
+        pretty_name=pretty_name, license=license, language=["en"],
+        task_categories=["text-generation", "question-answering"], size_categories=[size_category(total)],
+        source_datasets=sorted({s["repo_id"] for s in sources_list if s.get("repo_id")}
+                               | {u["repo_id"] for u in upstream if u["repo_id"] != "-"}),
+        tags=["math", "synthetic", "mathgenie", stage.replace("_", "-")], configs=configs_yaml,
+        dataset_info=infos_yaml)
+
+
+def _citations(sources_list) -> list[str]:
     citations = [CITATIONS["MathGenie"], CITATIONS["MathCoder"]]
     citations += [CITATIONS[s["name"]] for s in sources_list if s["name"] in CITATIONS and CITATIONS[s["name"]]
                   not in citations]
     for name in ("GSM8K", "MATH"):  # the method's seeds, cited even when this stage only kept one of them
         if CITATIONS[name] not in citations:
             citations.append(CITATIONS[name])
-    card = DatasetCard.from_template(
-        card_data,
-        template_path=str(TEMPLATE),
-        repo_id=repo_id,
-        stage=stage,
-        stage_description=STAGE_DESCRIPTIONS.get(stage, ""),
-        summary=summary or f"{total:,} rows in {len(configs)} config(s).",
-        first_config=next(iter(configs)),
-        config_names=list(configs),
-        revision=revision or "main",
-        config_hash=config_hash,
-        row_counts=row_counts,
-        total_rows=total,
-        columns=columns,
-        lineage_text=lineage_text,
-        upstream=upstream,
-        lineage_columns=[(c, t) for c, t in LINEAGE_COLUMNS.items() if c in columns],
-        params_scalars=scalars,
-        params_blocks=blocks,
-        funnel_rows=funnel_rows,
-        funnel_plot=funnel_plot,
-        license=license,
-        sources=sources_list,
-        extra_sections=list((extra_sections or {}).items()),
-        citations=citations,
-    )
-    return DatasetCard(tidy_markdown(scrub_text(str(card))))
+    return citations

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 def _parse_value(text: str, annotation: str):
     if "None" in annotation and text.lower() in ("", "none", "null"):
         return None
+    if annotation.startswith("list"):
+        return [part.strip() for part in text.split(",") if part.strip()]
     if "dict" in annotation:
         return json.loads(text)
     if annotation.startswith("int"):
@@ -63,28 +65,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> EvalConfig:
-    import yaml
-
+    """The YAML of ``--config`` (if any) with the flags given on top (`mathgenie.config.load_yaml`: an unknown key in
+    the YAML is an error naming the key and the file)."""
+    from mathgenie.config import load_yaml
     from mathgenie.evaluation.config import EvalConfig
 
-    values: dict[str, typing.Any] = {}
-    if args.config:
-        with open(args.config) as f:
-            values = yaml.safe_load(f) or {}
-        unknown = sorted(set(values) - {f.name for f in fields(EvalConfig)})
-        if unknown:
-            raise SystemExit(f"{args.config}: unknown key(s) {unknown}; valid keys: "
-                             f"{sorted(f.name for f in fields(EvalConfig))}")
-    values.update({f.name: getattr(args, f.name) for f in fields(EvalConfig) if hasattr(args, f.name)})
-    return EvalConfig(**values)
+    flags = {f.name: getattr(args, f.name) for f in fields(EvalConfig) if hasattr(args, f.name)}
+    return load_yaml(EvalConfig, args.config, values=flags)
 
 
 def main(args) -> int:
-    from mathgenie.evaluation.run import EvalConfigError, evaluate_model
+    from mathgenie.config import ConfigError
+    from mathgenie.evaluation.run import evaluate_model
 
     try:
         cfg = config_from_args(args)
-    except EvalConfigError as e:
+    except ConfigError as e:
         raise SystemExit(f"mathgenie eval: {e}") from None
     run = evaluate_model(cfg)
     print(run.table)  # the command's result, on stdout

@@ -5,10 +5,11 @@
     mathgenie decontaminate questions.jsonl --ngram 8 --no-minhash --output clean.jsonl --report report.json
 
 INPUT is a parquet/jsonl file, a directory of them (of ``--split`` when a subdirectory is named so, as in a stage
-directory ``{config}/{split}/*.parquet``), or a Hub dataset repo id. The eval sets are the benchmarks of
-`mathgenie eval` (``--benchmarks``), read from ``--eval-data-dir`` (``<dir>/<name>/test.jsonl``) or the Hub. The kept
+folder ``default/{split}/*.parquet``), or a Hub dataset repo id. The eval sets are the benchmarks of `mathgenie eval`
+(``--benchmarks``): the index shipped with mathgenie (hashes of their test questions) for the default rules, else read
+from ``--eval-data-dir`` (``<dir>/<name>/test.jsonl``) or the Hub. The kept
 rows are written to ``--output`` (.parquet or .jsonl) and the counts per rule and per eval set to ``--report`` (JSON)
-and the log. Rules: `mathgenie.evaluation.decontamination`.
+and the log. Rules: `mathgenie.decontamination`.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def load_input(path_or_repo: str, *, split: str, config: str | None = None, revi
 
 
 def main(args) -> int:
-    from mathgenie.evaluation.benchmarks import load_benchmark, parse_benchmarks
-    from mathgenie.evaluation.decontamination import DecontaminationError, Decontaminator, decontaminate
+    from mathgenie.decontamination import DecontaminationError, decontaminate
+    from mathgenie.evaluation.benchmarks import parse_benchmarks
 
     output = Path(args.output)
     if output.suffix not in (".parquet", ".jsonl"):
@@ -81,10 +82,8 @@ def main(args) -> int:
     if group_column is None and "question_id" in dataset.column_names and "solution_id" in dataset.column_names:
         group_column = "question_id"  # solved/verified rows: a question's solutions go together
         logger.info("grouping rows by question_id (several solutions per question)")
-    eval_sets = {n: load_benchmark(n, data_dir=args.eval_data_dir)["question"] for n in names}
     try:
-        index = Decontaminator(eval_sets, ngram=args.ngram, num_perm=args.num_perm,
-                               minhash_threshold=None if args.no_minhash else args.minhash_threshold)
+        index = _index(args, names)
         kept, report = decontaminate(dataset, column=args.column, eval_sets=index, dedup_within=not args.no_dedup,
                                      group_column=group_column, num_proc=args.num_proc)
     except DecontaminationError as e:
@@ -97,3 +96,19 @@ def main(args) -> int:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
     logger.info("kept %d of %d rows -> %s\n%s", report.kept, report.rows, output, report.to_markdown())
     return 0
+
+
+def _index(args, names: list[str]):
+    """The index shipped with mathgenie when it has what the flags ask for (no download, no eval texts needed), else
+    one built from the eval sets of ``--eval-data-dir`` or the Hub."""
+    from mathgenie.decontamination import Decontaminator, shipped_index
+    from mathgenie.evaluation.benchmarks import load_benchmark
+
+    shipped = shipped_index()
+    if args.eval_data_dir is None and (args.ngram, args.num_perm) == (shipped.ngram, shipped.num_perm) and \
+            (args.no_minhash or args.minhash_threshold == shipped.minhash_threshold):
+        logger.info("eval sets %s from the index shipped with mathgenie", names)
+        return shipped.select(names, minhash=not args.no_minhash)
+    eval_sets = {n: load_benchmark(n, data_dir=args.eval_data_dir)["question"] for n in names}
+    return Decontaminator(eval_sets, ngram=args.ngram, num_perm=args.num_perm,
+                          minhash_threshold=None if args.no_minhash else args.minhash_threshold)

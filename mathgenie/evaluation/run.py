@@ -82,8 +82,8 @@ class EvalRun:
 
 def _solve(engine, questions, ids, sandbox, cfg: EvalConfig, *, n=1, temperature=None, random_seed=None,
            desc="eval"):
+    from mathgenie.generation.code_loop import solve_questions
     from mathgenie.generation.engine import SamplingParams
-    from mathgenie.generation.solve import solve_questions
 
     params = SamplingParams(temperature=cfg.temperature if temperature is None else temperature, top_p=cfg.top_p,
                             max_tokens=cfg.max_tokens)
@@ -121,7 +121,7 @@ def _verified(engine, questions, ids, sandbox, cfg: EvalConfig, current: list) -
     """MathGenie §3.4: verify each solution; re-solve the ones judged wrong; at most ``verify_rounds`` rounds. The
     final solution is the last one produced (a re-solve after the last round is not verified again)."""
     from mathgenie.generation import prompts
-    from mathgenie.generation.verify import classify_verdict
+    from mathgenie.generation.stages.verify import classify_verdict
 
     attempts = [[r.answer] for r in current]
     verdicts: list[list[str]] = [[] for _ in questions]
@@ -166,7 +166,7 @@ def evaluate_model(cfg: EvalConfig, *, engine=None, sandbox=None) -> EvalRun:
     from mathgenie.evaluation.benchmarks import load_benchmark
     from mathgenie.execution import Sandbox
     from mathgenie.generation.engine import ModelSpec
-    from mathgenie.generation.models import load_engine
+    from mathgenie.generation.engines import load_engine
 
     start = time.perf_counter()
     card_repo = cfg.model_repo or (cfg.model if _is_hub_id(cfg.model) else None)

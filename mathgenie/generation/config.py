@@ -1,48 +1,23 @@
-"""Pipeline configuration: one dataclass per stage, composed into `PipelineConfig`, loaded from YAML with command-line
-overrides (``section.field=value``, the value parsed as YAML). Unknown keys are an error that names the key and lists
-the valid ones. The defaults are the offline demo's model and seed (SmolLM2-135M-Instruct, the bundled seed sample)
-with the paper's stage settings where the paper gives them; ``configs/*.yaml`` override what differs::
+"""Pipeline configuration: one dataclass per stage (the ``config_class`` of its `mathgenie.generation.stages` entry),
+composed into `PipelineConfig`, loaded by the one config system (`mathgenie.config`: YAML + ``section.field=value``
+overrides, an unknown key is an error naming the key and the file). The defaults are the offline demo's model and seed
+(SmolLM2-135M-Instruct, the bundled seed sample) with the paper's stage settings where the paper gives them;
+``configs/*.yaml`` override what differs::
 
     cfg = load_config("configs/demo.yaml", ["augment.rounds=1", "solve.n=2"])
-    print(format_help())  # every field with its help text
+    print(format_help(PipelineConfig))  # every field with its help text
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from mathgenie.config import ConfigError, check_choice, check_positive, load_yaml
 from mathgenie.generation.engine import ModelSpec
-from mathgenie.scale.config import RayConfig
 
-STAGES = ("seed", "augment", "back_translate", "solve", "verify", "decontaminate", "push")
-# directory / dataset name of each stage's output
-STAGE_OUTPUT = {"seed": "seed", "augment": "augmented", "back_translate": "back_translated", "solve": "solved",
-                "verify": "verified"}
-
-
-class ConfigError(ValueError):
-    """A bad configuration value or key; the message names the key, the value and the fix."""
-
-
-def _choices(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r}: expected one of {list(choices)}")
-
-
-def _positive(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{name}={value!r}: give a positive number")
+EVAL_SETS = ["gsm8k", "math", "math500", "svamp", "simuleq", "mathematics"]  # the benchmarks of `mathgenie eval`
 
 
 @dataclass
@@ -62,8 +37,8 @@ class ModelConfig:
                                 "(e.g. gpu_memory_utilization, tensor_parallel_size, base_url)."})
 
     def __post_init__(self):
-        _choices("backend", self.backend, ("auto", "vllm", "transformers", "openai"))
-        _choices("template", self.template, ("chat", "raw"))
+        check_choice("backend", self.backend, ("auto", "vllm", "transformers", "openai"))
+        check_choice("template", self.template, ("chat", "raw"))
 
     def spec(self) -> ModelSpec:
         return ModelSpec(model=self.model, revision=self.revision, max_model_len=self.max_model_len)
@@ -107,12 +82,12 @@ class AugmentConfig(_SamplingConfig):
 
     def __post_init__(self):
         for m in self.methods:
-            _choices("augment.methods[]", m, ("mathgenie", "rephrase", "self_verification", "fobar"))
+            check_choice("augment.methods[]", m, ("mathgenie", "rephrase", "self_verification", "fobar"))
         if not self.methods:
             raise ConfigError("augment.methods=[]: give at least one method, e.g. ['mathgenie']")
-        _positive("augment.rounds", self.rounds)
-        _positive("augment.n", self.n)
-        _positive("augment.prompts_per_solution", self.prompts_per_solution, allow_none=True)
+        check_positive("augment.rounds", self.rounds)
+        check_positive("augment.n", self.n)
+        check_positive("augment.prompts_per_solution", self.prompts_per_solution, allow_none=True)
         if not 0 < self.dedup_threshold <= 1:
             raise ConfigError(f"augment.dedup_threshold={self.dedup_threshold}: give a value in (0, 1]")
 
@@ -127,7 +102,7 @@ class BackTranslateConfig(_SamplingConfig):
                                        "find/compute/calculate/determine/what/how/... (it asks nothing)."})
 
     def __post_init__(self):
-        _positive("back_translate.n", self.n)
+        check_positive("back_translate.n", self.n)
 
 
 @dataclass
@@ -149,9 +124,9 @@ class SolveConfig(_SamplingConfig):
                                        "evaluation harness: 6); None leaves blocks as written."})
 
     def __post_init__(self):
-        _choices("solve.format", self.format, ("lce", "markdown"))
-        _positive("solve.n", self.n)
-        _positive("solve.max_blocks", self.max_blocks)
+        check_choice("solve.format", self.format, ("lce", "markdown"))
+        check_positive("solve.n", self.n)
+        check_positive("solve.max_blocks", self.max_blocks)
         if self.round_decimals is not None and self.round_decimals < 0:
             raise ConfigError(f"solve.round_decimals={self.round_decimals!r}: give a number of places >= 0, or null")
 
@@ -165,7 +140,7 @@ class VerifyConfig(_SamplingConfig):
                              "choices": ["unanimous", "majority", "none"]})
     rationale: bool = field(default=True, metadata={"help": "Generate the code-integrated verification rationale."})
     verdict_rule: str = field(default="keywords+boxed", metadata={"help": "How a rationale becomes a verdict: see "
-                              "`mathgenie.generation.verify.classify_verdict`.",
+                              "`mathgenie.generation.stages.verify.classify_verdict`.",
                               "choices": ["keywords", "boxed", "keywords+boxed"]})
     keep_unknown: bool = field(default=True, metadata={"help": "Keep a solution whose verdict is 'unknown' (paper: "
                                "only solutions verified as wrong are discarded)."})
@@ -174,10 +149,10 @@ class VerifyConfig(_SamplingConfig):
     few_shot: bool | None = field(default=None, metadata={"help": "None = solve.few_shot."})
 
     def __post_init__(self):
-        _choices("verify.consistency", self.consistency, ("unanimous", "majority", "none"))
-        _choices("verify.verdict_rule", self.verdict_rule, ("keywords", "boxed", "keywords+boxed"))
+        check_choice("verify.consistency", self.consistency, ("unanimous", "majority", "none"))
+        check_choice("verify.verdict_rule", self.verdict_rule, ("keywords", "boxed", "keywords+boxed"))
         if self.format is not None:
-            _choices("verify.format", self.format, ("lce", "markdown"))
+            check_choice("verify.format", self.format, ("lce", "markdown"))
 
 
 @dataclass
@@ -190,20 +165,70 @@ class SandboxConfig:
 
 @dataclass
 class DecontaminateConfig:
-    function: str | None = field(default=None, metadata={"help": "'module:function' taking (verified Dataset, "
-                                 "config dict) and returning the kept Dataset; None skips the stage."})
-    options: dict = field(default_factory=dict, metadata={"help": "Passed to the function as its second argument."})
+    eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS), metadata={"help": "Drop every question "
+                                 "that overlaps the test questions of these eval sets (exact text, a shared word "
+                                 "13-gram, or a MinHash near-duplicate); [] checks nothing and keeps every row."})
+    minhash: bool = field(default=True, metadata={"help": "Also drop near-duplicates of eval questions (MinHash LSH, "
+                          "Jaccard >= 0.8 over word 5-grams); false keeps the exact and n-gram rules only."})
+    index: str | None = field(default=None, metadata={"help": "Eval index file (.npz of hashes, built by `python -m "
+                              "mathgenie.evaluation.eval_index`); None = the index shipped with mathgenie."})
+
+    def __post_init__(self):
+        for name in self.eval_sets:
+            if self.index is None:
+                check_choice("decontaminate.eval_sets[]", name, tuple(EVAL_SETS))
 
 
 @dataclass
 class PushConfig:
     enabled: bool = field(default=False, metadata={"help": "Push every stage to the Hub at the end of the run."})
     org: str = field(default="org", metadata={"help": "Hub namespace of the pushed datasets."})
-    names: dict = field(default_factory=lambda: {"augmented": "mathgenie-augmented", "back_translated":
-                        "mathgenie-back-translated", "solved": "mathgenie-solved", "verified": "mathgenie-verified"},
-                        metadata={"help": "Dataset name of each stage (a stage missing here is not pushed)."})
+    names: dict = field(default_factory=dict, metadata={"help": "Hub dataset name per stage output, overriding the "
+                        "stages' own (augmented: mathgenie-augmented, back_translated: mathgenie-back-translated, "
+                        "solved: mathgenie-solved, decontaminated: mathgenie-verified); null = do not push it."})
     tag: str | None = field(default=None, metadata={"help": "Tag put on all pushed datasets (None = "
                             "'run-<config hash>')."})
+
+
+@dataclass
+class RayConfig:
+    """How `mathgenie.scale.ray_executor.run_on_ray` spreads the pipeline over a Ray cluster."""
+
+    address: str | None = field(default=None, metadata={"help": "Ray cluster to join: 'auto' (the cluster `ray "
+                                "start` made on this machine), 'HOST:PORT' of its head, or None (Ray's default: "
+                                "$RAY_ADDRESS, else a cluster started on this machine, else a new local Ray for this "
+                                "run). Run the driver on a cluster node; output_dir must be on storage every node "
+                                "mounts at the same path."})
+    num_shards: int | None = field(default=None, metadata={"help": "Shards of every stage: the unit of work and of "
+                                   "retry (more shards than replicas balance the load). None = the count already on "
+                                   "disk for this run, else 4 per replica. Keep it fixed across reruns."})
+    num_replicas: int | None = field(default=None, metadata={"help": "Engine replicas (Ray actors) per stage. None = "
+                                     "as many as the cluster holds, node by node."})
+    num_gpus_per_replica: float | None = field(default=None, metadata={"help": "GPUs per replica. None = the "
+                                               "stage model's tensor_parallel_size x pipeline_parallel_size "
+                                               "(engine_kwargs) when the cluster has GPUs, else 0."})
+    num_cpus_per_replica: float | None = field(default=None, metadata={"help": "CPUs per replica; its Sandbox runs "
+                                               "on them (sandbox.num_workers defaults to this). None = the node's "
+                                               "CPUs per GPU x GPUs per replica; 1 on a CPU-only cluster."})
+    max_restarts: int = field(default=3, metadata={"help": "How often Ray restarts a replica whose process died and "
+                              "retries its shard (which resumes from the request cache). -1 = forever."})
+    runtime_env: dict = field(default_factory=dict, metadata={"help": "Ray runtime_env of the job (env_vars, pip, "
+                              "...). HF_ENDPOINT and the offline switches of the driver are forwarded; HF_TOKEN is "
+                              "not (secrets stay out of Ray's job metadata): set it where `ray start` runs."})
+
+    def __post_init__(self):
+        for name in ("num_shards", "num_replicas"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"ray.{name}={value!r}: give a positive integer or null")
+        for name in ("num_gpus_per_replica", "num_cpus_per_replica"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(f"ray.{name}={value!r}: give a number >= 0 or null")
+        if self.num_cpus_per_replica == 0 and not self.num_gpus_per_replica:
+            raise ConfigError("ray.num_cpus_per_replica=0 with no GPUs: a replica needs some resource; give >= 1")
+        if not isinstance(self.max_restarts, int) or self.max_restarts < -1:
+            raise ConfigError(f"ray.max_restarts={self.max_restarts!r}: give an integer >= 0, or -1 for no limit")
 
 
 @dataclass
@@ -230,138 +255,14 @@ class PipelineConfig:
     ray: RayConfig = field(default_factory=RayConfig, metadata={"help": "Ray executor settings (executor: ray)."})
 
     def __post_init__(self):
-        _positive("limit", self.limit, allow_none=True)
-        _positive("max_in_flight", self.max_in_flight)
-        _choices("executor", self.executor, ("local", "ray"))
-
-    def model_for(self, stage: str) -> ModelConfig:
-        """The model of ``stage``; the verifier defaults to the solver's model (M_code does both in the paper)."""
-        section = getattr(self, stage)
-        if section.model is not None:
-            return section.model
-        if stage == "verify" and self.solve.model is not None:
-            return self.solve.model
-        return self.model
+        check_positive("limit", self.limit, allow_none=True)
+        check_positive("max_in_flight", self.max_in_flight)
+        check_choice("executor", self.executor, ("local", "ray"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Loading: YAML dict -> dataclasses, with type checks and unknown-key errors
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def from_dict(cls: type, data: dict, path: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict; every key is checked against the fields."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"in section {path!r}" if path else "at the top level"
-        raise ConfigError(f"unknown config key(s) {unknown} {where}; valid keys: {sorted(fields)}. Remove them or "
-                          "fix the spelling (`mathgenie run --help-config` lists every field).")
-    kwargs = {name: _convert(hints[name], value, f"{path}.{name}" if path else name) for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from e
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _convert(non_none[0], value, path)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value or {}, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}={value!r}: expected a list")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}={value!r}: expected a mapping")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}={value!r}: expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}={value!r}: expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}={value!r}: expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{path}={value!r}: expected a string")
-        return str(value)
-    return value
-
-
-def apply_override(data: dict, override: str) -> None:
-    """``"section.field=value"`` → sets ``data[section][field]`` (value parsed as YAML: numbers, lists, null)."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. solve.n=4 or augment.prompts=[1,3]")
-    key, raw = override.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[parts[-1]] = value
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
     """YAML file (optional) + ``key=value`` overrides → `PipelineConfig`. The command line wins."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of config sections")
-    for override in overrides:
-        apply_override(data, override)
-    try:
-        return from_dict(PipelineConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-
-
-def config_hash(obj: Any) -> str:
-    """A short stable hash of a JSON-able object (dataclasses are converted)."""
-    if dataclasses.is_dataclass(obj):
-        obj = dataclasses.asdict(obj)
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def format_help(cls: type = PipelineConfig, prefix: str = "") -> str:
-    """Every field of the config with its default and help text (``mathgenie run --help-config``)."""
-    lines = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        name = prefix + f.name
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines.append(f"\n[{name}]" + (f"  {f.metadata['help']}" if "help" in f.metadata else ""))
-            lines.append(format_help(tp, name + "."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        choices = f" choices={f.metadata['choices']}" if "choices" in f.metadata else ""
-        lines.append(f"  {name} = {default!r}{choices}\n      {f.metadata.get('help', '')}")
-    return "\n".join(lines)
+    return load_yaml(PipelineConfig, path, overrides)

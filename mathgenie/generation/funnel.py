@@ -155,7 +155,3 @@ def plot_funnel(stats: list[StageStats], path: str | Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
-
-
-def load_funnel(path: str | Path) -> list[StageStats]:
-    return [StageStats.from_dict(d) for d in json.loads(Path(path).read_text())["stages"]]

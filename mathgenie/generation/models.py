@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from mathgenie.generation.engine import Engine, ModelSpec
+from mathgenie.generation.engine import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_ALIASES = ("smollm2", "SmolLM2-135M-Instruct")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "SmolLM2-135M-Instruct"
-BACKENDS = ("auto", "vllm", "transformers", "openai")
 
 
 def models_cache_dir() -> Path:
@@ -219,36 +218,3 @@ def resolve_model(spec: ModelSpec) -> str:
 def resolved_revision(spec: ModelSpec) -> str | None:
     """The Hub commit sha the spec resolved to (for lineage); None for local paths and the bundled GGUF."""
     return resolve(spec).revision
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Engines
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def load_engine(spec: ModelSpec | str, backend: str = "auto", **kwargs) -> Engine:
-    """Load an engine for ``spec``. ``backend="auto"`` and ``spec.dtype="auto"`` pick what runs fastest on this machine
-    (`mathgenie.generation.hardware`, logged in one line); ``"openai"`` talks to a running OpenAI-compatible server
-    (pass ``base_url``). Extra keyword arguments go to the engine's constructor."""
-    from mathgenie.generation import hardware
-
-    if isinstance(spec, str):
-        spec = ModelSpec(spec)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
-    chosen = hardware.pick_backend(backend)
-    if chosen.value == "openai":
-        from mathgenie.generation.engines.openai_engine import OpenAIEngine
-
-        return OpenAIEngine(spec, **kwargs)
-    dtype = hardware.pick_dtype(spec.dtype, on_gpu=hardware.cuda_available())
-    hardware.log_choice(chosen, dtype)
-    if dtype.value != spec.dtype:
-        kwargs.setdefault("dtype", dtype.value)  # the engine's load dtype; spec (and so cache keys) keep "auto"
-    if chosen.value == "vllm":
-        from mathgenie.generation.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(spec, **kwargs)
-    from mathgenie.generation.engines.transformers_engine import TransformersEngine
-
-    return TransformersEngine(spec, **kwargs)

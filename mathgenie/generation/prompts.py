@@ -133,3 +133,17 @@ def render(engine, messages: list[dict] | str, template: str = "chat", prefill: 
     if template != "chat":
         raise ValueError(f"template={template!r}: expected 'chat' or 'raw'")
     return engine.apply_chat_template(messages) + prefill
+
+
+def system_for_card(fmt: str, system: str | None, few_shot: bool) -> str:
+    """The system prompt a solve/verify run used, as its dataset card shows it (with the worked example)."""
+    from mathgenie.schema import blocks_to_plain_text
+
+    if system is None:
+        default = lce_system() if few_shot else "(empty, as in MathCoder)"
+        system = markdown_system() if fmt == "markdown" else default
+    if few_shot:
+        question, blocks = solve_example()
+        system += f"\n\nOne worked example shown before each question:\nQuestion: {question}\n"
+        system += blocks_to_plain_text(blocks)
+    return system

@@ -6,6 +6,7 @@
 
     from mathgenie.scale.ray_executor import run_on_ray
     funnel = run_on_ray(cfg, ["seed", "augment", "back_translate", "solve", "verify"], RayConfig(address="auto"))
+    funnel = run_on_ray(cfg, stages=[*STAGES, MY_STAGE])   # a stage of your own, shipped to the replicas
 
 How it maps onto Ray (nothing here schedules work by hand):
 
@@ -44,18 +45,19 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from mathgenie.generation.config import STAGES, ModelConfig, PipelineConfig, config_hash
+from mathgenie.config import config_hash
+from mathgenie.generation.config import ModelConfig, PipelineConfig, RayConfig
 from mathgenie.generation.engine import Engine
 from mathgenie.generation.funnel import StageStats, write_funnel
-from mathgenie.generation.pipeline import OUTPUT_OF, Pipeline, load_model, stage_hashes
-from mathgenie.generation.shards import Shard, StageStore
-from mathgenie.scale.config import RayConfig
+from mathgenie.generation.pipeline import Pipeline, check_steps, load_model, stage_hashes
+from mathgenie.generation.stage import Stage, model_for
+from mathgenie.generation.stages import PUSH, STAGES, stage_named
+from mathgenie.shards import Shard, StageStore
 
 logger = logging.getLogger(__name__)
 
-MODEL_STAGES = ("augment", "back_translate", "solve", "verify")
 # Environment of the driver that the replicas need to reach the same Hub; secrets (HF_TOKEN) are deliberately absent.
 FORWARDED_ENV = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 SHARDS_PER_REPLICA = 4
@@ -74,7 +76,7 @@ class ShardWorker:
     """One replica: runs shards of a stage with one engine kept loaded between them (a Ray actor)."""
 
     def __init__(self, config: PipelineConfig, cwd: str, run_token: str,
-                 engine_factory: Callable[[ModelConfig], Engine] | None = None):
+                 engine_factory: Callable[[ModelConfig], Engine] | None = None, stages: Sequence[Stage] = STAGES):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if Path(cwd).is_dir():  # relative paths in the config (output_dir, local models) mean what they mean there
             os.chdir(cwd)
@@ -84,7 +86,7 @@ class ShardWorker:
                 f"output_dir={config.output_dir!r} ({Path(config.output_dir).resolve()}) on node "
                 f"{os.uname().nodename} is not the driver's: put output_dir on storage that every node mounts at the "
                 "same path (NFS, Lustre, ...)")
-        self.config = config
+        self.config, self.stages = config, tuple(stages)
         self._load = engine_factory or load_model
         self._engine: Engine | None = None
         self._engine_key: str | None = None
@@ -99,15 +101,15 @@ class ShardWorker:
 
     def run(self, stage: str, index: int, count: int) -> dict:
         shard = Shard(index, count)
-        pipeline = Pipeline(self.config, shard=shard, engine_factory=self.engine)
+        pipeline = Pipeline(self.config, shard=shard, stages=self.stages, engine_factory=self.engine)
         try:
-            stats = pipeline.decontaminate() if stage == "decontaminate" else pipeline.run_stage(stage)
+            stats = pipeline.run_stage(stage)
         except Exception as e:  # name the shard: Ray's error otherwise only shows the traceback
             raise RuntimeError(f"{stage}: shard {shard} failed on {os.uname().nodename} (pid {os.getpid()}): "
                                f"{type(e).__name__}: {e}") from e
         finally:
             pipeline.close()  # the sandbox; the engine stays (the pipeline does not own it)
-        return {"shard": str(shard), "stats": stats.to_dict() if stats is not None else None}
+        return {"shard": str(shard), "stats": stats.to_dict()}
 
     def close(self) -> None:
         if self._engine is not None:
@@ -125,12 +127,13 @@ def model_parallel_size(model: ModelConfig) -> int:
     return int(kw.get("tensor_parallel_size", 1)) * int(kw.get("pipeline_parallel_size", 1))
 
 
-def replica_resources(cfg: PipelineConfig, stage: str, ray_config: RayConfig,
-                      nodes: list[dict[str, float]]) -> ReplicaResources:
+def replica_resources(cfg: PipelineConfig, stage: str, ray_config: RayConfig, nodes: list[dict[str, float]],
+                      stages: Sequence[Stage] = STAGES) -> ReplicaResources:
     """What one replica of ``stage`` reserves. ``nodes``: the resources of each alive node (``{"CPU": .., "GPU":
     ..}``)."""
     gpu_nodes = [n for n in nodes if n.get("GPU", 0) > 0]
-    model = cfg.model_for(stage) if stage in MODEL_STAGES else None
+    spec = stage_named(stage, stages)
+    model = model_for(cfg, spec) if spec.uses_engine() else None
     if ray_config.num_gpus_per_replica is not None:
         gpus = ray_config.num_gpus_per_replica if model is not None else 0
     elif model is None or model.backend == "openai" or not gpu_nodes:
@@ -155,32 +158,33 @@ def replicas_that_fit(nodes: list[dict[str, float]], res: ReplicaResources) -> i
     return total
 
 
-def stage_groups(cfg: PipelineConfig, stages: list[str]) -> list[list[str]]:
-    """The sharded stages in order, consecutive stages with the same model grouped (they share replicas)."""
+def stage_groups(cfg: PipelineConfig, names: list[str], stages: Sequence[Stage] = STAGES) -> list[list[str]]:
+    """The sharded stages of ``names`` in order, consecutive stages with the same model grouped (they share
+    replicas)."""
     groups: list[list[str]] = []
     last = None
     for stage in stages:
-        if stage in ("seed", "push") or (stage == "decontaminate" and cfg.decontaminate.function is None):
+        if stage.name not in names or not stage.sharded:
             continue
-        key = config_hash(cfg.model_for(stage)) if stage in MODEL_STAGES else stage
+        key = config_hash(model_for(cfg, stage)) if stage.uses_engine() else stage.name
         if groups and key == last:
-            groups[-1].append(stage)
+            groups[-1].append(stage.name)
         else:
-            groups.append([stage])
+            groups.append([stage.name])
         last = key
     return groups
 
 
-def shard_count_on_disk(cfg: PipelineConfig, stages: list[str]) -> int | None:
+def shard_count_on_disk(cfg: PipelineConfig, names: list[str], stages: Sequence[Stage] = STAGES) -> int | None:
     """The shard count of this run's outputs already written (so a rerun resumes instead of re-sharding)."""
-    hashes = stage_hashes(cfg)
+    hashes = stage_hashes(cfg, stages)
     for stage in stages:
-        if stage in ("seed", "push"):
+        if stage.name not in names or not stage.sharded:
             continue
-        store = StageStore(cfg.output_dir, OUTPUT_OF[stage])
+        store = StageStore(cfg.output_dir, stage.output)
         for path in sorted(store.dir.glob("manifest-*-of-*.json")):
             m = json.loads(path.read_text())
-            if m["config_hash"] == hashes[stage]:
+            if m["config_hash"] == hashes[stage.name]:
                 return Shard.parse(m["shard"]).count
     return None
 
@@ -202,20 +206,17 @@ def _alive_nodes(ray) -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def run_on_ray(cfg: PipelineConfig, stages: list[str] | None = None, ray_config: RayConfig | None = None, *,
-               engine_factory: Callable[[ModelConfig], Engine] | None = None) -> list[StageStats]:
-    """Run ``stages`` (default: all but push unless ``push.enabled``) of ``cfg`` on Ray; returns the funnel.
+def run_on_ray(cfg: PipelineConfig, names: list[str] | None = None, ray_config: RayConfig | None = None, *,
+               engine_factory: Callable[[ModelConfig], Engine] | None = None,
+               stages: Sequence[Stage] = STAGES) -> list[StageStats]:
+    """Run the stages ``names`` (default: all, then push if ``push.enabled``) of ``cfg`` on Ray; returns the funnel.
 
-    ``engine_factory`` (default `load_model`) is called in the replicas, so it must be importable there (a
-    module-level function of an installed module)."""
+    ``engine_factory`` (default `load_model`) and ``stages`` are called in the replicas, so their functions must be
+    importable there (module-level functions of an installed module, or registered with cloudpickle by value)."""
     ray = _import_ray()
     ray_config = ray_config or RayConfig()
-    stages = [s for s in STAGES if s != "push" or cfg.push.enabled] if stages is None else list(stages)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; expected some of {list(STAGES)}")
-    stages = [s for s in STAGES if s in stages]  # pipeline order
-
+    default = [s.name for s in stages] + ([PUSH] if cfg.push.enabled else [])
+    names = check_steps(default if names is None else names, stages)
     started_ray = not ray.is_initialized()
     if started_ray:
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
@@ -223,52 +224,58 @@ def run_on_ray(cfg: PipelineConfig, stages: list[str] | None = None, ray_config:
         runtime_env["env_vars"] = {**env, **runtime_env.get("env_vars", {})}
         ray.init(address=ray_config.address, runtime_env=runtime_env, logging_level=logging.WARNING)
     try:
-        if "seed" in stages:
-            Pipeline(cfg).run_stage("seed")
-        groups = stage_groups(cfg, stages)
+        driver = Pipeline(cfg, stages=stages)
+        for stage in stages:  # a stage built whole (the seed) runs on the driver
+            if stage.name in names and not stage.sharded:
+                driver.run_stage(stage.name)
+        groups = stage_groups(cfg, names, stages)
         if groups:
-            _run_groups(ray, cfg, groups, ray_config, engine_factory)
-        if "push" in stages:
-            Pipeline(cfg).run(["push"])
+            _run_groups(ray, cfg, groups, ray_config, engine_factory, stages)
+        if PUSH in names:
+            driver.push()
     finally:
         if started_ray:
             ray.shutdown()
-    funnel = Pipeline(cfg).funnel()
+    funnel = Pipeline(cfg, stages=stages).funnel()
     if funnel:
         write_funnel(funnel, cfg.output_dir)
     return funnel
 
 
-def _run_groups(ray, cfg: PipelineConfig, groups: list[list[str]], ray_config: RayConfig, engine_factory) -> None:
-    from ray.util import ActorPool
-    from tqdm.auto import tqdm
-
-    nodes = _alive_nodes(ray)
+def _plan(cfg: PipelineConfig, groups: list[list[str]], ray_config: RayConfig, nodes, stages) -> list[tuple]:
+    """``(group, resources per replica, replicas)`` of every group of stages."""
     plans = []
     for group in groups:
-        res = replica_resources(cfg, group[0], ray_config, nodes)
+        res = replica_resources(cfg, group[0], ray_config, nodes, stages)
         fit = replicas_that_fit(nodes, res)
         if fit == 0:
             raise RuntimeError(f"stage {group[0]}: no node of the cluster fits a replica with {res.num_gpus} GPUs and "
                                f"{res.num_cpus} CPUs (nodes: {nodes}); lower ray.num_cpus_per_replica or "
                                "the model's tensor_parallel_size, or add nodes")
         plans.append((group, res, min(ray_config.num_replicas or fit, fit)))
-    num_shards = (ray_config.num_shards or shard_count_on_disk(cfg, [s for g in groups for s in g])
+    return plans
+
+
+def _run_groups(ray, cfg: PipelineConfig, groups: list[list[str]], ray_config: RayConfig, engine_factory,
+                stages: Sequence[Stage]) -> None:
+    nodes = _alive_nodes(ray)
+    plans = _plan(cfg, groups, ray_config, nodes, stages)
+    num_shards = (ray_config.num_shards or shard_count_on_disk(cfg, [s for g in groups for s in g], stages)
                   or SHARDS_PER_REPLICA * max(n for _, _, n in plans))
     logger.info("ray: %d shards per stage on %d node(s); %s", num_shards, len(nodes),
                 "; ".join(f"{'+'.join(g)}: up to {min(n, num_shards)} replica(s) x {r.num_gpus} GPU, {r.num_cpus} CPU"
                           for g, r, n in plans))
-    hashes = stage_hashes(cfg)
+    hashes = stage_hashes(cfg, stages)
     run_token = uuid.uuid4().hex
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.output_dir) / TOKEN_FILE).write_text(run_token)
 
-    def pending(stage: str) -> list[int]:
-        store = StageStore(cfg.output_dir, OUTPUT_OF[stage])
-        return [i for i in range(num_shards) if not store.is_done(Shard(i, num_shards), hashes[stage])]
+    def pending(name: str) -> list[int]:
+        store = StageStore(cfg.output_dir, stage_named(name, stages).output)
+        return [i for i in range(num_shards) if not store.is_done(Shard(i, num_shards), hashes[name])]
 
     for group, res, n in plans:
-        todo = max(len(pending(stage)) for stage in group)
+        todo = max(len(pending(name)) for name in group)
         if todo == 0:
             logger.info("%s: all %d shards already done", "+".join(group), num_shards)
             continue
@@ -279,21 +286,26 @@ def _run_groups(ray, cfg: PipelineConfig, groups: list[list[str]], ray_config: R
         actor_cls = ray.remote(ShardWorker).options(
             num_gpus=res.num_gpus, num_cpus=res.num_cpus, max_restarts=ray_config.max_restarts,
             max_task_retries=ray_config.max_restarts, runtime_env={"env_vars": QUIET_ENV})
-        actors = [actor_cls.remote(worker_cfg, os.getcwd(), run_token, engine_factory) for _ in range(min(n, todo))]
+        actors = [actor_cls.remote(worker_cfg, os.getcwd(), run_token, engine_factory, stages)
+                  for _ in range(min(n, todo))]
         try:
-            pool = ActorPool(actors)
-            for stage in group:
-                shards = pending(stage)
-                logger.info("%s: %d of %d shards to run on %d replica(s)", stage, len(shards), num_shards,
-                            len(actors))
-                results = pool.map_unordered(lambda actor, i, stage=stage: actor.run.remote(stage, i, num_shards),
-                                             shards)
-                for done in tqdm(_reraise(results, stage), total=len(shards), desc=f"{stage} (ray)", unit="shard"):
-                    s = done["stats"] or {}
-                    logger.info("%s: shard %s done: %s rows, %s requests (%s from the cache)", stage, done["shard"],
-                                s.get("rows_out"), s.get("requests"), s.get("cache_hits"))
+            for name in group:
+                _run_shards(actors, name, pending(name), num_shards)
         finally:
             _release(ray, actors)
+
+
+def _run_shards(actors: list, name: str, shards: list[int], num_shards: int) -> None:
+    """The shards of one stage on the replicas, each shard to the next idle one (`ray.util.ActorPool`)."""
+    from ray.util import ActorPool
+    from tqdm.auto import tqdm
+
+    logger.info("%s: %d of %d shards to run on %d replica(s)", name, len(shards), num_shards, len(actors))
+    results = ActorPool(actors).map_unordered(lambda actor, i: actor.run.remote(name, i, num_shards), shards)
+    for done in tqdm(_reraise(results, name), total=len(shards), desc=f"{name} (ray)", unit="shard"):
+        s = done["stats"]
+        logger.info("%s: shard %s done: %s rows, %s requests (%s from the cache)", name, done["shard"],
+                    s.get("rows_out"), s.get("requests"), s.get("cache_hits"))
 
 
 def _reraise(results, stage: str):

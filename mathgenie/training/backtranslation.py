@@ -81,11 +81,3 @@ def encode_pairs(
         out["input_ids"].append(prefix + f + eos)
         out["completion_mask"].append([0] * (len(prefix) + len(p)) + [1] * (len(f) - len(p) + len(eos)))
     return out
-
-
-def parse_completion(text: str) -> str:
-    """The question in a generated completion (the ``New Problem:`` prefix and surrounding blanks removed)."""
-    text, prefix = text.strip(), back_translate_prefix().strip()
-    if text.startswith(prefix):
-        text = text[len(prefix) :]
-    return text.strip()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,15 @@ def parse_config(path: str, overrides: list[str] | None = None):
     from mathgenie.training.config import RECIPES
 
     parser = TrlParser([RECIPES[read_recipe(path)]])
-    (config,) = parser.parse_args_and_config(["--config", path, *(overrides or [])])
+    try:
+        (config,) = parser.parse_args_and_config(["--config", path, *(overrides or [])])
+    except ValueError as e:  # TrlParser names the unknown keys as flags ("--learnin_rate") but not the file
+        unknown = re.findall(r"'--([^']+)'", str(e))
+        if "Unknown arguments" not in str(e) or not unknown:
+            raise
+        raise ValueError(f"{path}: unknown config key(s) {unknown} for recipe "
+                         f"{read_recipe(path)!r}; remove them or fix the spelling (`mathgenie train {path} --help` "
+                         "lists every field)") from None
     return config
 
 

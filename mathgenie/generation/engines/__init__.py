@@ -1,5 +1,6 @@
 """The three `Engine` implementations: vLLM offline (default), transformers ``generate`` (fallback), and any
-OpenAI-compatible HTTP server. Load one with `mathgenie.generation.models.load_engine`.
+OpenAI-compatible HTTP server. Load one with `load_engine` (the model files come from
+`mathgenie.generation.models.resolve`; this package imports models, never the other way round).
 
 Semantics every engine keeps, so stages do not care which one runs:
 
@@ -15,28 +16,14 @@ The engine classes import their heavy dependencies lazily: importing this packag
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
 
-if TYPE_CHECKING:
-    from mathgenie.generation.engines.openai_engine import OpenAIEngine
-    from mathgenie.generation.engines.transformers_engine import TransformersEngine
-    from mathgenie.generation.engines.vllm_engine import VLLMEngine
+from mathgenie.generation.engine import Engine, ModelSpec
 
-__all__ = ["OpenAIEngine", "TransformersEngine", "VLLMEngine", "cut_at_stop", "render_chat"]
+__all__ = ["BACKENDS", "cut_at_stop", "load_engine", "render_chat"]
 
-_LAZY = {
-    "VLLMEngine": "mathgenie.generation.engines.vllm_engine",
-    "TransformersEngine": "mathgenie.generation.engines.transformers_engine",
-    "OpenAIEngine": "mathgenie.generation.engines.openai_engine",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(name)
+logger = logging.getLogger(__name__)
+BACKENDS = ("auto", "vllm", "transformers", "openai")
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...] | list[str], include: bool) -> tuple[str, str | None]:
@@ -64,3 +51,31 @@ def render_chat(tokenizer, messages: list[dict]) -> str:
             "template (ModelSpec.tokenizer), e.g. one saved with mathgenie.schema.CHAT_TEMPLATE for LCE models"
         )
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def load_engine(spec: ModelSpec | str, backend: str = "auto", **kwargs) -> Engine:
+    """Load an engine for ``spec``. ``backend="auto"`` and ``spec.dtype="auto"`` pick what runs fastest on this machine
+    (`mathgenie.generation.hardware`, logged in one line); ``"openai"`` talks to a running OpenAI-compatible server
+    (pass ``base_url``). Extra keyword arguments go to the engine's constructor."""
+    from mathgenie.generation import hardware
+
+    if isinstance(spec, str):
+        spec = ModelSpec(spec)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
+    chosen = hardware.pick_backend(backend)
+    if chosen.value == "openai":
+        from mathgenie.generation.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(spec, **kwargs)
+    dtype = hardware.pick_dtype(spec.dtype, on_gpu=hardware.cuda_available())
+    hardware.log_choice(chosen, dtype)
+    if dtype.value != spec.dtype:
+        kwargs.setdefault("dtype", dtype.value)  # the engine's load dtype; spec (and so cache keys) keep "auto"
+    if chosen.value == "vllm":
+        from mathgenie.generation.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(spec, **kwargs)
+    from mathgenie.generation.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(spec, **kwargs)

@@ -1,5 +1,5 @@
 """Stage 1: iterative solution augmentation (MathGenie §2, Table 1, Eq. 1), and the entry point of the MetaMath
-question augmenters (`mathgenie.generation.metamath`) so both run behind one interface::
+question augmenters (`mathgenie.generation.stages.metamath`) so both run behind one interface::
 
     augmented = augment.run(seed, AugmentConfig(rounds=3), engine, cache=cache, stats=stats)
 
@@ -20,7 +20,6 @@ of prompt 4 in round 2, applied to sample 0 of prompt 2 in round 1 of seed ``gsm
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 import datasets
@@ -28,70 +27,12 @@ import datasets
 from mathgenie.generation import prompts
 from mathgenie.generation.cache import RequestCache, derive_seed, make_request, run_requests, sample_params
 from mathgenie.generation.config import AugmentConfig
-from mathgenie.generation.engine import Engine, SamplingParams
+from mathgenie.generation.engine import Engine
+from mathgenie.generation.family import Family, keep, normalize, sampling
 from mathgenie.generation.funnel import StageStats
+from mathgenie.generation.stage import Stage, StageRun
+from mathgenie.generation.stages import metamath
 from mathgenie.schema import AUGMENTED_FEATURES
-
-
-def sampling(config) -> SamplingParams:
-    return SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Near-duplicate detection within a family
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def shingles(text: str, n: int = 3) -> frozenset:
-    words = normalize(text).split()
-    if len(words) < n:
-        return frozenset([tuple(words)])
-    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-
-
-def jaccard(a: frozenset, b: frozenset) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
-class Family:
-    """The texts of one seed's family, for duplicate checks."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self._exact: set[str] = set()
-        self._shingles: list[frozenset] = []
-
-    def is_duplicate(self, text: str) -> bool:
-        norm = normalize(text)
-        if norm in self._exact:
-            return True
-        if self.threshold < 1.0:
-            s = shingles(text)
-            return any(jaccard(s, other) >= self.threshold for other in self._shingles)
-        return False
-
-    def add(self, text: str) -> None:
-        self._exact.add(normalize(text))
-        if self.threshold < 1.0:
-            self._shingles.append(shingles(text))
-
-
-def keep(text: str, completion, config: AugmentConfig, family: Family, stats: StageStats) -> bool:
-    """Whether a generated sample joins its family: complete, long enough, not a near-duplicate (else counted)."""
-    if completion is not None and completion.finish_reason in ("length", "rejected"):
-        stats.drop("truncated" if completion.finish_reason == "length" else "rejected")
-    elif len(text) < config.min_chars:
-        stats.drop("too_short")
-    elif family.is_duplicate(text):
-        stats.drop("duplicate")
-    else:
-        family.add(text)
-        return True
-    return False
 
 
 def strip_echo(text: str, prompt_id: str) -> str:
@@ -123,8 +64,6 @@ def run(dataset: datasets.Dataset, config: AugmentConfig, engine: Engine | None,
         max_in_flight: int = 256) -> datasets.Dataset:
     """Seed rows (`schema.SEED_FEATURES`) → augmented rows (`schema.AUGMENTED_FEATURES`): every configured method's
     rows, methods in config order. ``engine`` may be None when only ``fobar`` (template-only) is configured."""
-    from mathgenie.generation import metamath
-
     stats = stats if stats is not None else StageStats(stage="augment")
     stats.rows_in += len(dataset)
     seeds = dataset.to_list()
@@ -190,3 +129,27 @@ def iterative_rewrite(seeds: list[dict], config: AugmentConfig, engine: Engine, 
                             "revision": revision, "question": None})
         current = kept
     return out
+
+
+def _run(ctx: StageRun) -> datasets.Dataset:
+    return run(ctx.rows, ctx.config, ctx.engine, template=ctx.template, cache=ctx.cache, stats=ctx.stats,
+               random_seed=ctx.random_seed, max_in_flight=ctx.max_in_flight)
+
+
+def card_prompts(cfg) -> dict:
+    """The prompt texts of the configured methods, for the card."""
+    section = cfg.augment
+    out = {}
+    if "mathgenie" in section.methods:
+        out.update({f"augment prompt {p}": prompts.augment_prompt(p, "{solution}") for p in section.prompts})
+    texts = {"rephrase": "rephrase_user", "self_verification": "sv_user", "fobar": "fobar_suffix"}
+    out.update({f"metamath {m}": prompts.load("metamath")[texts[m]] for m in section.methods if m in texts})
+    return out
+
+
+STAGE = Stage(
+    name="augment", input="seed", output="augmented", features=AUGMENTED_FEATURES, config_class=AugmentConfig,
+    run=_run, needs_engine=lambda config, rows: any(m != "fobar" for m in config.methods),
+    push_name="mathgenie-augmented", card_params=card_prompts,
+    description="Rewritten versions of the seed solutions (K rounds of solution augmentation with the rewrite "
+                "prompts), each traced to the solution it rewrites.")

@@ -24,10 +24,12 @@ import datasets
 from mathgenie import schema
 from mathgenie.generation import prompts
 from mathgenie.generation.cache import RequestCache
+from mathgenie.generation.code_loop import solve_questions
 from mathgenie.generation.config import SolveConfig, VerifyConfig
 from mathgenie.generation.engine import Engine, SamplingParams
 from mathgenie.generation.funnel import StageStats
-from mathgenie.generation.solve import solve_questions
+from mathgenie.generation.stage import Stage, StageRun
+from mathgenie.generation.stages.solve import sandbox_hash
 
 # A negated negative ("no errors") is positive, so it is checked first; negatives before positives because "not
 # correct" contains "correct".
@@ -152,7 +154,7 @@ def consistent(rows: list[dict], rule: str, stats: StageStats, equivalent=None) 
 
 def run(dataset: datasets.Dataset, config: VerifyConfig, engine: Engine | None, *, sandbox=None,
         solve_config: SolveConfig | None = None, cache: RequestCache | None = None, stats: StageStats | None = None,
-        random_seed: int = 0, equivalent=None, **_) -> datasets.Dataset:
+        random_seed: int = 0, equivalent=None) -> datasets.Dataset:
     """Solved rows → verified rows (`schema.VERIFIED_FEATURES`): consistency, then rationale and verdict."""
     stats = stats if stats is not None else StageStats(stage="verify")
     solve_config = solve_config or SolveConfig()
@@ -193,4 +195,26 @@ def run(dataset: datasets.Dataset, config: VerifyConfig, engine: Engine | None, 
         schema.empty_dataset("verified")
 
 
-__all__ = ["answer_groups", "classify_verdict", "consistent", "keyword_verdict", "run"]
+def _run(ctx: StageRun) -> datasets.Dataset:
+    return run(ctx.rows, ctx.config, ctx.engine, sandbox=ctx.sandbox, solve_config=ctx.pipeline.solve,
+               cache=ctx.cache, stats=ctx.stats, random_seed=ctx.random_seed)
+
+
+def _hash_extra(cfg) -> dict:
+    solver_format = {k: getattr(cfg.solve, k) for k in ("format", "system", "few_shot")}
+    return {"solver_format": solver_format, "sandbox": sandbox_hash(cfg)}
+
+
+def card_prompts(cfg) -> dict:
+    fmt = cfg.verify.format or cfg.solve.format
+    few = cfg.solve.few_shot if cfg.verify.few_shot is None else cfg.verify.few_shot
+    return {"verification prompt": prompts.verify_prompt("{question}", "{solution}"), "rationale format": fmt,
+            "system prompt": prompts.system_for_card(fmt, cfg.solve.system, few)}
+
+
+STAGE = Stage(
+    name="verify", input="solve", output="verified", features=schema.VERIFIED_FEATURES, config_class=VerifyConfig,
+    run=_run, needs_engine=lambda config, rows: config.rationale, needs_sandbox=True, model_from="solve",
+    hash_extra=_hash_extra, card_params=card_prompts,
+    description="Solved rows that passed verification: the answer agrees with the majority of the question's "
+                "solutions and a code-based verification rationale judged it correct.")

@@ -1,7 +1,7 @@
-"""Stage 3: code-integrated (LCE) solutions, and the generate → execute loop that evaluation reuses::
+"""The generate → execute loop of code-integrated (LCE) solutions, shared by the solve and verify stages and by
+evaluation::
 
     results = solve_questions(engine, ["What is 2+3?"], sandbox=sandbox, params=SamplingParams(temperature=0))
-    solved = solve.run(questions, SolveConfig(n=3), engine, sandbox=sandbox, cache=cache)
 
 The loop (`solve_questions`) is a state machine over all live solutions, not lock-step rounds: a solution is
 *ready* (its next block can be generated), *in the engine*, or *waiting* on the Sandbox. Every turn it submits all
@@ -26,12 +26,9 @@ import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-import datasets
-
 from mathgenie import schema
 from mathgenie.generation import prompts
 from mathgenie.generation.cache import RequestCache, sample_params
-from mathgenie.generation.config import SolveConfig
 from mathgenie.generation.engine import Completion, Engine, SamplingParams, request_key
 from mathgenie.generation.funnel import StageStats
 
@@ -205,123 +202,121 @@ def solve_questions(engine: Engine, questions: list[str], *, sandbox, params: Sa
     solution, named ``{ids[i]}/s{k}``). Sample ``k`` is drawn with seed ``derive_seed(random_seed, k)``.
     ``decimals``: round longer decimals in every model-written block, code included, before it is kept and run
     (`round_decimals`; MathCoder's evaluation does it with 6)."""
-    from tqdm.auto import tqdm
+    loop = _Loop(engine, questions, sandbox=sandbox, params=params, n=n, fmt=make_format(format, system, few_shot),
+                 max_blocks=max_blocks, cache=cache, stats=stats if stats is not None else StageStats(stage="solve"),
+                 random_seed=random_seed, ids=ids if ids is not None else [str(i) for i in range(len(questions))],
+                 max_live=max_live, decimals=decimals)
+    return loop.run(desc)
 
-    from mathgenie.answers import extract_lce_answer
 
-    fmt = make_format(format, system, few_shot)
-    stats = stats if stats is not None else StageStats(stage="solve")
-    ids = ids if ids is not None else [str(i) for i in range(len(questions))]
-    base = replace(params, stop=tuple(fmt.stop), include_stop_str_in_output=True)
-    results: list[list[SolveResult | None]] = [[None] * n for _ in questions]
-    todo = deque((qi, k) for qi in range(len(questions)) for k in range(n))
-    ready: deque[_Live] = deque()
-    in_engine: dict[str, _Live] = {}
-    waiting: dict[cf.Future, _Live] = {}
-    live = 0
-    bar = tqdm(total=len(todo), desc=desc, unit="sol", leave=False)
+class _Loop:
+    """The state machine of `solve_questions` (module docstring): ``todo`` → ``ready`` → ``in_engine`` →
+    ``waiting`` (on the Sandbox) → ``ready`` ..., until every solution is finished."""
 
-    def finish(s: _Live, reason: str) -> None:
-        nonlocal live
-        live -= 1
-        sandbox.close_session(s.sid)
-        results[s.qi][s.k] = SolveResult(s.blocks, extract_lce_answer(s.blocks), reason, s.num_code,
-                                         s.prompt_tokens, s.completion_tokens)
-        bar.update(1)
+    def __init__(self, engine, questions, *, sandbox, params, n, fmt, max_blocks, cache, stats, random_seed, ids,
+                 max_live, decimals):
+        self.engine, self.questions, self.sandbox, self.fmt = engine, questions, sandbox, fmt
+        self.base = replace(params, stop=tuple(fmt.stop), include_stop_str_in_output=True)
+        self.max_blocks, self.cache, self.stats, self.random_seed = max_blocks, cache, stats, random_seed
+        self.ids, self.max_live, self.decimals = ids, max_live, decimals
+        self.results: list[list[SolveResult | None]] = [[None] * n for _ in questions]
+        self.todo = deque((qi, k) for qi in range(len(questions)) for k in range(n))
+        self.ready: deque[_Live] = deque()
+        self.in_engine: dict[str, _Live] = {}
+        self.waiting: dict[cf.Future, _Live] = {}
+        self.live = 0
+        self.bar = None
 
-    def handle(s: _Live, c: Completion, cached: bool) -> None:
-        stats.add_completion(c, cached=cached)
+    def run(self, desc: str) -> list[list[SolveResult]]:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=len(self.todo), desc=desc, unit="sol", leave=False)
+        try:
+            while self.todo or self.ready or self.in_engine or self.waiting:
+                while self.todo and self.live < self.max_live:
+                    qi, k = self.todo.popleft()
+                    self.ready.append(_Live(qi, k, f"{self.ids[qi]}/s{k}"))
+                    self.live += 1
+                self._submit_ready()
+                if self.in_engine:
+                    self._poll_engine()
+                if self.waiting:
+                    self._collect_executions()
+        finally:
+            self.bar.close()
+        return self.results  # type: ignore[return-value]
+
+    def _submit_ready(self) -> None:
+        while self.ready:
+            s = self.ready.popleft()
+            p = sample_params(self.base, self.random_seed, s.k)
+            prompt = self.fmt.prompt(self.engine, self.questions[s.qi], s.blocks)
+            s.key = request_key(self.engine.spec, prompt, p)
+            hit = self.cache.get(s.key) if self.cache is not None else None
+            if hit is not None:
+                self._handle(s, hit, cached=True)
+                continue
+            rid = f"{s.sid}#{s.step}"
+            try:
+                self.engine.submit(rid, prompt, p)
+            except ValueError as e:  # e.g. the prompt outgrew the context window
+                logger.warning("solution %s: the engine refused step %d: %s", s.sid, s.step, e)
+                self._finish(s, "error")
+                continue
+            self.in_engine[rid] = s
+
+    def _poll_engine(self) -> None:
+        finished = self.engine.poll()
+        if self.cache is not None and finished:
+            self.cache.put_many((self.in_engine[rid].key, c) for rid, c in finished)
+        for rid, c in finished:
+            self._handle(self.in_engine.pop(rid), c, cached=False)
+        if not finished and not self.engine.has_unfinished():
+            raise RuntimeError(f"{type(self.engine).__name__} lost {len(self.in_engine)} submitted requests")
+
+    def _collect_executions(self) -> None:
+        timeout = 0 if (self.in_engine or self.ready) else None  # block on the sandbox only when the engine is idle
+        done, _ = cf.wait(list(self.waiting), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            s = self.waiting.pop(fut)
+            s.blocks.append(schema.block("execution", execution_text(fut.result())))
+            if s.model_blocks >= self.max_blocks:
+                self._finish(s, "max_blocks")
+            else:
+                self.ready.append(s)
+
+    def _finish(self, s: _Live, reason: str) -> None:
+        from mathgenie.answers import extract_lce_answer
+
+        self.live -= 1
+        self.sandbox.close_session(s.sid)
+        self.results[s.qi][s.k] = SolveResult(s.blocks, extract_lce_answer(s.blocks), reason, s.num_code,
+                                              s.prompt_tokens, s.completion_tokens)
+        self.bar.update(1)
+
+    def _handle(self, s: _Live, c: Completion, cached: bool) -> None:
+        self.stats.add_completion(c, cached=cached)
         s.prompt_tokens += c.prompt_tokens
         s.completion_tokens += c.completion_tokens
         s.step += 1
-        step = fmt.parse(c)
-        if decimals is not None:
-            step = Step([schema.block(b["type"], round_decimals(b["content"], decimals)) for b in step.blocks],
-                        None if step.code is None else round_decimals(step.code, decimals), step.done, step.error)
+        step = self.fmt.parse(c)
+        if self.decimals is not None:
+            places = self.decimals
+            step = Step([schema.block(b["type"], round_decimals(b["content"], places)) for b in step.blocks],
+                        None if step.code is None else round_decimals(step.code, places), step.done, step.error)
         s.blocks.extend(step.blocks)
         s.model_blocks += sum(b["type"] != "execution" for b in step.blocks)
         if step.error:
-            finish(s, "error")
+            self._finish(s, "error")
         elif c.finish_reason == "length":
-            finish(s, "length")
+            self._finish(s, "length")
         elif step.code is not None:
             s.num_code += 1
-            stats.executions += 1
-            waiting[sandbox.submit(step.code, session=s.sid)] = s
+            self.stats.executions += 1
+            self.waiting[self.sandbox.submit(step.code, session=s.sid)] = s
         elif step.done:
-            finish(s, "endofmessage")
-        elif s.model_blocks >= max_blocks:
-            finish(s, "max_blocks")
+            self._finish(s, "endofmessage")
+        elif s.model_blocks >= self.max_blocks:
+            self._finish(s, "max_blocks")
         else:
-            ready.append(s)
-
-    try:
-        while todo or ready or in_engine or waiting:
-            while todo and live < max_live:
-                qi, k = todo.popleft()
-                ready.append(_Live(qi, k, f"{ids[qi]}/s{k}"))
-                live += 1
-            while ready:
-                s = ready.popleft()
-                p = sample_params(base, random_seed, s.k)
-                prompt = fmt.prompt(engine, questions[s.qi], s.blocks)
-                s.key = request_key(engine.spec, prompt, p)
-                hit = cache.get(s.key) if cache is not None else None
-                if hit is not None:
-                    handle(s, hit, cached=True)
-                    continue
-                rid = f"{s.sid}#{s.step}"
-                try:
-                    engine.submit(rid, prompt, p)
-                except ValueError as e:  # e.g. the prompt outgrew the context window
-                    logger.warning("solution %s: the engine refused step %d: %s", s.sid, s.step, e)
-                    finish(s, "error")
-                    continue
-                in_engine[rid] = s
-            if in_engine:
-                finished = engine.poll()
-                if cache is not None and finished:
-                    cache.put_many((in_engine[rid].key, c) for rid, c in finished)
-                for rid, c in finished:
-                    handle(in_engine.pop(rid), c, cached=False)
-                if not finished and not engine.has_unfinished():
-                    raise RuntimeError(f"{type(engine).__name__} lost {len(in_engine)} submitted requests")
-            if waiting:
-                # Block on the sandbox only when the engine has nothing to do.
-                timeout = 0 if (in_engine or ready) else None
-                done, _ = cf.wait(list(waiting), timeout=timeout, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    s = waiting.pop(fut)
-                    s.blocks.append(schema.block("execution", execution_text(fut.result())))
-                    if s.model_blocks >= max_blocks:
-                        finish(s, "max_blocks")
-                    else:
-                        ready.append(s)
-    finally:
-        bar.close()
-    return results  # type: ignore[return-value]
-
-
-def run(dataset: datasets.Dataset, config: SolveConfig, engine: Engine, *, sandbox, cache: RequestCache | None = None,
-        stats: StageStats | None = None, random_seed: int = 0, **_) -> datasets.Dataset:
-    """Question rows → ``n`` solution rows per question (`schema.SOLVED_FEATURES`), ``solution_id =
-    {question_id}/s{k}``. Every solution is kept, whatever its answer; the verify stage filters."""
-    stats = stats if stats is not None else StageStats(stage="solve")
-    rows = dataset.to_list()
-    stats.rows_in += len(rows)
-    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
-    results = solve_questions(engine, [r["question"] for r in rows], sandbox=sandbox, params=params, n=config.n,
-                              format=config.format, system=config.system, few_shot=config.few_shot,
-                              max_blocks=config.max_blocks, cache=cache, stats=stats, random_seed=random_seed,
-                              ids=[r["question_id"] for r in rows], max_live=config.max_live,
-                              decimals=config.round_decimals)
-    out = []
-    for row, per_question in zip(rows, results):
-        for k, r in enumerate(per_question):
-            out.append({"solution_id": f"{row['question_id']}/s{k}", "question_id": row["question_id"],
-                        "seed_id": row["seed_id"], "source": row["source"], "round": row["round"],
-                        "prompt_id": row["prompt_id"], "question": row["question"], "blocks": r.blocks,
-                        "answer": r.answer, "finish_reason": r.finish_reason, "num_code_blocks": r.num_code_blocks,
-                        "model": engine.spec.model, "revision": engine.spec.revision})
-    stats.rows_out += len(out)
-    return datasets.Dataset.from_list(out, features=schema.SOLVED_FEATURES) if out else schema.empty_dataset("solved")
+            self.ready.append(s)

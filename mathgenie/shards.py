@@ -5,10 +5,12 @@ its ``seed_id``, and nothing a stage does crosses seed families (dedup, consiste
 ``I`` of every stage depends only on shard ``I`` of the previous one, ids do not depend on ``N``, and the union of
 the ``N`` shard outputs is the unsharded output.
 
-Layout of a stage ``{output_dir}/{name}/`` (``name`` = seed, augmented, back_translated, solved, verified)::
+This is the one stage-folder format: the pipeline writes every stage so (``{output_dir}/{name}/``, ``name`` = the
+stage's output: seed, augmented, ..., decontaminated), ``mathgenie seed --output DIR`` writes the seed so, and
+``mathgenie push DIR REPO`` publishes any such folder::
 
     default/train/part-00000-of-00002.parquet   rows of shard 0/2 (what `mathgenie.builders.stage.load_stage` reads)
-    manifest-00000-of-00002.json                 written last: files, rows, config hash, model, stats
+    manifest-00000-of-00002.json                 written last: files, rows, config hash, model, stats, card fields
 
 A shard is done when its manifest exists with the expected config hash. Both files are written to a temporary name
 and renamed, so a killed run leaves either a finished shard or nothing. A finished shard removes the parts of other
@@ -78,10 +80,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 class StageStore:
     """Reads and writes one stage's shards under ``root/name``."""
 
-    def __init__(self, root: str | Path, name: str):
+    def __init__(self, root: str | Path, name: str, split: str = "train"):
         self.root, self.name = Path(root), name
         self.dir = self.root / name
-        self.data_dir = self.dir / "default" / "train"
+        self.data_dir = self.dir / "default" / split
 
     def part_path(self, shard: Shard) -> Path:
         return self.data_dir / f"part-{shard.suffix}.parquet"
@@ -97,36 +99,52 @@ class StageStore:
         m = self.manifest(shard)
         return m is not None and m["config_hash"] == config_hash and self.part_path(shard).is_file()
 
-    def write(self, shard: Shard, dataset: datasets.Dataset, manifest: dict) -> dict:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        part = self.part_path(shard)
-        tmp = part.with_name(f".{part.name}.tmp-{os.getpid()}")
-        dataset.to_parquet(str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, part)
-        manifest = {**manifest, "stage_dir": self.name, "shard": str(shard), "rows": len(dataset),
-                    "files": [{"path": str(part.relative_to(self.dir)), "rows": len(dataset)}]}
+    def write(self, shard: Shard, dataset: datasets.Dataset | datasets.DatasetDict, manifest: dict) -> dict:
+        """Write the shard's rows (a `DatasetDict` writes one part per split), then its manifest."""
+        splits = dataset if isinstance(dataset, datasets.DatasetDict) else {self.data_dir.name: dataset}
+        files = []
+        for split, ds in splits.items():
+            part = self.dir / "default" / split / self.part_path(shard).name
+            part.parent.mkdir(parents=True, exist_ok=True)
+            tmp = part.with_name(f".{part.name}.tmp-{os.getpid()}")
+            ds.to_parquet(str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, part)
+            files.append({"path": str(part.relative_to(self.dir)), "rows": len(ds)})
+        manifest = {**manifest, "stage_dir": self.name, "shard": str(shard), "rows": sum(f["rows"] for f in files),
+                    "files": files}
         _atomic_write_text(self.manifest_path(shard), json.dumps(manifest, indent=2, default=str) + "\n")
-        for stale in [*self.dir.glob("manifest-*-of-*.json"), *self.data_dir.glob("part-*-of-*.parquet")]:
-            if not stale.name.endswith(f"-of-{shard.count:05d}.json") and \
-                    not stale.name.endswith(f"-of-{shard.count:05d}.parquet"):
+        suffix = f"-of-{shard.count:05d}"
+        for stale in [*self.dir.glob("manifest-*-of-*.json"), *self.dir.glob("default/*/part-*-of-*.parquet")]:
+            if not stale.stem.endswith(suffix):
                 stale.unlink(missing_ok=True)
         return manifest
 
     def manifests(self, config_hash: str) -> list[dict] | None:
         """The manifests of a complete shard set with ``config_hash`` (shard order), or None."""
-        found: dict[int, dict[int, dict]] = {}
+        return self.complete_sets().get(config_hash)
+
+    def complete_sets(self) -> dict[str, list[dict]]:
+        """``{config hash: manifests in shard order}`` of every complete shard set in the folder."""
+        found: dict[tuple[str, int], dict[int, dict]] = {}
         for path in self.dir.glob("manifest-*-of-*.json"):
             m = json.loads(path.read_text())
-            if m["config_hash"] != config_hash:
-                continue
             shard = Shard.parse(m["shard"])
-            found.setdefault(shard.count, {})[shard.index] = m
-        for count in sorted(found):
-            if len(found[count]) == count:
-                return [found[count][i] for i in range(count)]
-        return None
+            found.setdefault((m["config_hash"], shard.count), {})[shard.index] = m
+        out: dict[str, list[dict]] = {}
+        for (h, count), group in sorted(found.items()):
+            if len(group) == count and h not in out:
+                out[h] = [group[i] for i in range(count)]
+        return out
+
+    def read_splits(self, config_hash: str) -> datasets.DatasetDict:
+        """Every split of the complete shard set with ``config_hash`` (``default/{split}/`` of its files)."""
+        files: dict[str, list[Path]] = {}
+        for m in self.manifests(config_hash) or []:
+            for f in m["files"]:
+                files.setdefault(Path(f["path"]).parent.name, []).append(self.dir / f["path"])
+        return datasets.DatasetDict({split: _read_parquet(paths) for split, paths in files.items()})
 
     def missing(self, config_hash: str) -> list[str]:
         """Shards not done yet (for error messages), for the shard count present on disk."""

@@ -22,10 +22,10 @@ from __future__ import annotations
 import re
 
 from mathgenie.generation import prompts
-from mathgenie.generation.augment import Family, keep, normalize, sampling  # noqa: F401 (normalize re-exported)
 from mathgenie.generation.cache import RequestCache, make_request, run_requests, sample_params
 from mathgenie.generation.config import AugmentConfig
 from mathgenie.generation.engine import Engine
+from mathgenie.generation.family import Family, keep, normalize, sampling  # noqa: F401 (normalize re-exported)
 from mathgenie.generation.funnel import StageStats
 
 _NUMBER_TOKEN = re.compile(r"^(\$?)(\d[\d,]*(?:\.\d+)?)([.,!?;:]*)$")
@@ -92,7 +92,11 @@ def rephrase(seeds: list[dict], config: AugmentConfig, engine: Engine, *, templa
     return out
 
 
-def fobar(seeds: list[dict], config: AugmentConfig, engine: Engine | None, *, stats: StageStats, **_) -> list[dict]:
+def fobar(seeds: list[dict], config: AugmentConfig, engine: Engine | None, *, stats: StageStats,
+          template: str = "chat", cache: RequestCache | None = None, random_seed: int = 0,
+          max_in_flight: int = 256) -> list[dict]:
+    """Template only: ``engine``, ``template``, ``cache``, ``random_seed`` and ``max_in_flight`` are unused (the
+    signature of every augmenter)."""
     out = []
     for seed, index, var, masked in _masked_questions(seeds, config, stats):
         question = f"{masked} {prompts.fobar_suffix(seed['answer'], var)}"

@@ -16,25 +16,27 @@ its words are hashed. A question is dropped for the first rule that fires, in th
 does not depend on batching or ``num_proc``. With ``group_column`` (e.g. ``question_id`` of solved/verified rows,
 where one question has several solution rows) the rules apply to questions and a question's rows go together.
 
-Hashing and MinHash are vectorized numpy (`mathgenie.evaluation.hashing`); datasketch computes the same sketch one
+Hashing and MinHash are vectorized numpy (`mathgenie.decontamination.hashing`); datasketch computes the same sketch one
 text at a time and rensa hands signatures back as Python lists, both slower end to end at this scale (see
 ``benchmarks/decontamination.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from mathgenie.evaluation.hashing import (band_keys, doc_hashes, hash_words, minhash_signatures, ngram_hashes,
-                                          optimal_lsh_params, shingles)
+from mathgenie.decontamination.hashing import (band_keys, doc_hashes, hash_words, minhash_signatures,
+                                               ngram_hashes, optimal_lsh_params, shingles)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,16 @@ class _Sketch:
 
 
 @dataclass
+class EvalSketch:
+    """What the index keeps of one eval set: hashes only (whole texts, distinct n-grams, LSH band keys)."""
+
+    questions: int
+    doc_hash: np.ndarray  # (questions,)
+    ngrams: np.ndarray  # distinct n-gram hashes
+    bands: np.ndarray  # (bands, questions)
+
+
+@dataclass
 class Flags:
     """Per input text: ``reason`` code (0 = kept, i = ``REASONS[i-1]``) and ``eval_mask``, the bitmask of the eval
     sets (``Decontaminator.names``) it overlaps under that reason."""
@@ -119,8 +131,15 @@ class Decontaminator:
                  shingle_words: int = SHINGLE_WORDS, seed: int = 1):
         if not eval_sets:
             raise DecontaminationError("eval_sets is empty: give at least one eval set, e.g. {'gsm8k': questions}")
-        if len(eval_sets) > 64:
-            raise DecontaminationError(f"eval_sets has {len(eval_sets)} sets; at most 64 are supported")
+        self._configure(ngram, minhash_threshold, num_perm, shingle_words, seed)
+        sketches = {}
+        for name, questions in eval_sets.items():
+            questions = list(questions)
+            sketch = self._sketch(questions)
+            sketches[name] = EvalSketch(len(questions), sketch.doc_hash, np.unique(sketch.ngrams), sketch.bands)
+        self._index(sketches)
+
+    def _configure(self, ngram, minhash_threshold, num_perm, shingle_words, seed) -> None:
         if not isinstance(ngram, int) or ngram < 1:
             raise DecontaminationError(f"ngram={ngram!r}: give a positive number of words (13 is the default)")
         if minhash_threshold is not None and not 0.0 < minhash_threshold < 1.0:
@@ -128,41 +147,61 @@ class Decontaminator:
                                        "(0, 1), e.g. 0.8, or None to turn MinHash off")
         if not isinstance(num_perm, int) or num_perm < 2:
             raise DecontaminationError(f"num_perm={num_perm!r}: give the number of MinHash permutations, e.g. 128")
-        self.names = list(eval_sets)
         self.ngram, self.minhash_threshold, self.num_perm = ngram, minhash_threshold, num_perm
         self.shingle_words, self.seed = shingle_words, seed
         self.bands, self.rows = optimal_lsh_params(minhash_threshold, num_perm) if minhash_threshold else (0, 0)
-        self.sizes: dict[str, int] = {}
-        doc_keys, doc_masks, ng_keys, ng_masks, band_parts = [], [], [], [], []
-        for bit, (name, questions) in enumerate(eval_sets.items()):
-            questions = list(questions)
-            self.sizes[name] = len(questions)
-            sketch = self._sketch(questions)
-            mask = _U64(1) << _U64(bit)
-            doc_keys.append(sketch.doc_hash)
-            doc_masks.append(np.full(len(sketch.doc_hash), mask))
-            ng_keys.append(sketch.ngrams)
-            ng_masks.append(np.full(len(sketch.ngrams), mask))
-            band_parts.append((sketch.bands, mask))
-        self._exact = _Lookup(np.concatenate(doc_keys), np.concatenate(doc_masks))
-        self._ngram = _Lookup(np.concatenate(ng_keys), np.concatenate(ng_masks))
-        self._bands = [
-            _Lookup(np.concatenate([b[band] for b, _ in band_parts]),
-                    np.concatenate([np.full(b.shape[1], m) for b, m in band_parts]))
-            for band in range(self.bands)
-        ]
+
+    def _index(self, sketches: Mapping[str, EvalSketch]) -> None:
+        if len(sketches) > 64:
+            raise DecontaminationError(f"eval_sets has {len(sketches)} sets; at most 64 are supported")
+        self._sketches = dict(sketches)
+        self.names = list(sketches)
+        self.sizes = {name: s.questions for name, s in sketches.items()}
+        masks = [_U64(1) << _U64(bit) for bit in range(len(sketches))]
+        parts = list(zip(sketches.values(), masks))
+        self._exact = _Lookup(np.concatenate([s.doc_hash for s, _ in parts]),
+                              np.concatenate([np.full(len(s.doc_hash), m) for s, m in parts]))
+        self._ngram = _Lookup(np.concatenate([s.ngrams for s, _ in parts]),
+                              np.concatenate([np.full(len(s.ngrams), m) for s, m in parts]))
+        self._bands = [_Lookup(np.concatenate([s.bands[band] for s, _ in parts]),
+                               np.concatenate([np.full(s.bands.shape[1], m) for s, m in parts]))
+                       for band in range(self.bands)]
         logger.info("eval index: %s questions, %d distinct %d-grams, LSH %d bands x %d rows",
-                    sum(self.sizes.values()), len(self._ngram.keys), ngram, self.bands, self.rows)
+                    sum(self.sizes.values()), len(self._ngram.keys), self.ngram, self.bands, self.rows)
+
+    def select(self, names: Sequence[str], *, minhash: bool = True) -> Decontaminator:
+        """This index restricted to the eval sets ``names`` (and without the MinHash rule unless ``minhash``)."""
+        unknown = [n for n in names if n not in self._sketches]
+        if unknown:
+            raise DecontaminationError(f"eval set(s) {unknown} are not in the index; it holds {self.names}")
+        out = Decontaminator.__new__(Decontaminator)
+        out._configure(self.ngram, self.minhash_threshold if minhash else None, self.num_perm, self.shingle_words,
+                       self.seed)
+        keep_bands = out.bands > 0
+        out._index({n: self._sketches[n] if keep_bands else
+                    dataclasses.replace(self._sketches[n], bands=self._sketches[n].bands[:0]) for n in names})
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index (hashes only, no question text) as one compressed ``.npz`` file; `load` reads it back."""
+        arrays = {"params": np.array(json.dumps({**self.params(), "seed": self.seed, "names": self.names}))}
+        for name, s in self._sketches.items():
+            arrays |= {f"{name}/doc_hash": s.doc_hash, f"{name}/ngrams": np.sort(s.ngrams), f"{name}/bands": s.bands}
+        tmp = Path(f"{path}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
 
     @classmethod
-    def from_benchmarks(cls, names: Sequence[str] | None = None, *, data_dir: str | os.PathLike | None = None,
-                        **kwargs) -> Decontaminator:
-        """An index of the questions of the registered benchmarks (`mathgenie.evaluation.benchmarks`), loaded from
-        ``data_dir`` or the Hub. MATH-500 is a subset of MATH test, so it adds no questions but is named separately."""
-        from mathgenie.evaluation.benchmarks import BENCHMARKS, load_benchmark
-
-        names = list(names or BENCHMARKS)
-        return cls({n: load_benchmark(n, data_dir=data_dir)["question"] for n in names}, **kwargs)
+    def load(cls, path: str | os.PathLike) -> Decontaminator:
+        with np.load(path) as z:
+            params = json.loads(str(z["params"]))
+            sketches = {name: EvalSketch(params["eval_sets"][name], z[f"{name}/doc_hash"], z[f"{name}/ngrams"],
+                                         z[f"{name}/bands"]) for name in params["names"]}
+        out = cls.__new__(cls)
+        out._configure(params["ngram"], params["minhash_threshold"], params["num_perm"], params["shingle_words"],
+                       params["seed"])
+        out._index(sketches)
+        return out
 
     def params(self) -> dict:
         return {"ngram": self.ngram, "minhash_threshold": self.minhash_threshold, "num_perm": self.num_perm,
@@ -236,122 +275,3 @@ def _first_occurrence(keys: np.ndarray) -> np.ndarray:
     return first
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Datasets
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DecontaminationReport:
-    """Counts for the funnel and the dataset card. Rows are dataset rows; with ``group_column`` several rows make one
-    question and ``questions``/``questions_kept`` count questions."""
-
-    rows: int
-    kept: int
-    dropped: dict[str, int]  # reason -> rows
-    by_eval_set: dict[str, int]  # eval set -> dropped rows that overlap it (a row may overlap several)
-    questions: int
-    questions_kept: int
-    params: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_markdown(self) -> str:
-        """A small table for a dataset card."""
-        lines = ["| rule | rows dropped |", "|---|---:|"]
-        lines += [f"| {reason} | {self.dropped.get(reason, 0)} |" for reason in REASONS]
-        lines += [f"| **kept** | **{self.kept}** of {self.rows} |", "", "| eval set | overlapping rows dropped |",
-                  "|---|---:|"]
-        lines += [f"| {name} | {count} |" for name, count in self.by_eval_set.items()]
-        p = self.params
-        lines += ["", f"Word {p.get('ngram')}-gram overlap and exact match against the eval sets"
-                  + (f", MinHash LSH (Jaccard >= {p['minhash_threshold']}, {p['num_perm']} permutations, "
-                     f"{p['bands']} bands x {p['rows']} rows, word {p['shingle_words']}-gram shingles)"
-                     if p.get("minhash_threshold") else "") + "."]
-        return "\n".join(lines)
-
-
-def decontaminate(dataset, *, column: str = "question", eval_sets: Decontaminator | Mapping[str, Iterable[str]]
-                  | None = None, ngram: int = DEFAULT_NGRAM, minhash_threshold: float | None = DEFAULT_THRESHOLD,
-                  num_perm: int = DEFAULT_NUM_PERM, dedup_within: bool = True, group_column: str | None = None,
-                  num_proc: int | None = None, batch_size: int = 50_000, data_dir: str | None = None):
-    """Drop the rows of ``dataset`` (a `datasets.Dataset`) whose ``column`` overlaps an eval set, and near-duplicates
-    within the data. Returns ``(kept_dataset, DecontaminationReport)``; row order is kept.
-
-    ``eval_sets``: a `Decontaminator`, a mapping name -> questions, or None for every registered benchmark (loaded from
-    ``data_dir`` or the Hub). ``group_column``: rows with the same value are one question (e.g. ``question_id`` of
-    solved rows); the question's first row decides for all of them.
-    """
-    import time
-
-    start = time.perf_counter()
-    if column not in dataset.column_names:
-        raise DecontaminationError(f"column={column!r} is not a column of the dataset; columns: {dataset.column_names}")
-    if group_column is not None and group_column not in dataset.column_names:
-        raise DecontaminationError(f"group_column={group_column!r} is not a column of the dataset; columns: "
-                                   f"{dataset.column_names}")
-    if isinstance(eval_sets, Decontaminator):
-        index = eval_sets
-    elif eval_sets is None:
-        index = Decontaminator.from_benchmarks(data_dir=data_dir, ngram=ngram, minhash_threshold=minhash_threshold,
-                                               num_perm=num_perm)
-    else:
-        index = Decontaminator(eval_sets, ngram=ngram, minhash_threshold=minhash_threshold, num_perm=num_perm)
-    table = dataset.with_format("arrow")
-    texts = table[column]
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type) or pa.types.is_null(texts.type)):
-        raise DecontaminationError(f"column {column!r} has type {texts.type}; decontamination needs text")
-    if group_column is not None:
-        groups = pc.dictionary_encode(table[group_column]).combine_chunks().indices.to_numpy(zero_copy_only=False)
-        _, first_rows, group_of_row = np.unique(groups, return_index=True, return_inverse=True)
-        order = np.argsort(first_rows)  # questions in order of first appearance
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        q_flags = index.flag(texts.take(pa.array(first_rows[order])), dedup_within=dedup_within,
-                             num_proc=num_proc, batch_size=batch_size)
-        row_q = rank[group_of_row]
-        flags = Flags(q_flags.reason[row_q], q_flags.eval_mask[row_q])
-        questions, questions_kept = len(order), int((q_flags.reason == _KEEP).sum())
-    else:
-        flags = index.flag(texts, dedup_within=dedup_within, num_proc=num_proc, batch_size=batch_size)
-        questions, questions_kept = len(dataset), int((flags.reason == _KEEP).sum())
-    keep = np.flatnonzero(flags.reason == _KEEP)
-    dropped = {reason: int((flags.reason == code).sum()) for reason, code in _CODE.items()}
-    by_eval_set = {name: int(((flags.eval_mask >> _U64(bit)) & _U64(1)).sum()) for bit, name in enumerate(index.names)}
-    kept = dataset if len(keep) == len(dataset) else _take(dataset, keep)
-    report = DecontaminationReport(rows=len(dataset), kept=len(keep), dropped=dropped, by_eval_set=by_eval_set,
-                                   questions=questions, questions_kept=questions_kept,
-                                   params={**index.params(), "dedup_within": dedup_within, "column": column,
-                                           "group_column": group_column},
-                                   seconds=time.perf_counter() - start)
-    logger.info("decontamination: kept %d of %d rows (%s) in %.1f s", report.kept, report.rows,
-                ", ".join(f"{k}={v}" for k, v in dropped.items() if v), report.seconds)
-    return kept, report
-
-
-def _take(dataset, rows: np.ndarray):
-    """``dataset.select(rows)``, materialized with one arrow ``take``: a selected dataset keeps an indices mapping,
-    which makes every later write gather row by row (40x slower to write as parquet)."""
-    import datasets
-
-    table = dataset.with_format("arrow")[:]
-    return datasets.Dataset(table.take(pa.array(rows)), info=dataset.info.copy(), split=dataset.split)
-
-
-def pipeline_step(dataset, options: Mapping | None = None):
-    """The pipeline's ``decontaminate.function`` (``mathgenie.evaluation.decontamination:pipeline_step``): the kept
-    rows of a solved/verified dataset, questions grouped by ``question_id``. ``options`` are `decontaminate`'s keyword
-    arguments, plus ``report_path`` to write the report as JSON."""
-    import json
-
-    options = dict(options or {})
-    report_path = options.pop("report_path", None)
-    if "group_column" not in options and "question_id" in dataset.column_names:
-        options["group_column"] = "question_id"
-    kept, report = decontaminate(dataset, **options)
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-    return kept

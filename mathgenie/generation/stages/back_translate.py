@@ -27,11 +27,12 @@ import re
 import datasets
 
 from mathgenie.generation import prompts
-from mathgenie.generation.augment import normalize, sampling
 from mathgenie.generation.cache import RequestCache, make_request, run_requests, sample_params
 from mathgenie.generation.config import BackTranslateConfig
 from mathgenie.generation.engine import Engine
+from mathgenie.generation.family import normalize, sampling
 from mathgenie.generation.funnel import StageStats
+from mathgenie.generation.stage import Stage, StageRun
 from mathgenie.schema import BACK_TRANSLATED_FEATURES, empty_dataset
 
 _PREFIX = re.compile(r"^\s*(\*\*|#+\s*)?\s*new\s+(math\s+)?problem\s*(\*\*)?\s*:?\s*(\*\*)?\s*", re.I)
@@ -121,3 +122,18 @@ def _drop_reason(question: str, solution: str, c, config: BackTranslateConfig, f
     if normalize(question) in family:
         return "duplicate"
     return None
+
+
+def _run(ctx: StageRun) -> datasets.Dataset:
+    return run(ctx.rows, ctx.config, ctx.engine, template=ctx.template, cache=ctx.cache, stats=ctx.stats,
+               random_seed=ctx.random_seed, max_in_flight=ctx.max_in_flight)
+
+
+STAGE = Stage(
+    name="back_translate", input="augment", output="back_translated", features=BACK_TRANSLATED_FEATURES,
+    config_class=BackTranslateConfig, run=_run,
+    needs_engine=lambda config, rows: any(q is None for q in rows["question"]),
+    push_name="mathgenie-back-translated",
+    card_params=lambda cfg: {"back-translation prompt": prompts.back_translate_prompt("{solution}"),
+                             "answer prefix (stripped)": prompts.back_translate_prefix()},
+    description="New questions written from augmented solutions (question back-translation).")
