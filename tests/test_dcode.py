@@ -109,11 +109,12 @@ def test_dcode_from_the_hub_and_pushed_back(hub, tmp_path):
     for kind in ("solutions", "verifications"):
         pushed = datasets.load_dataset("org/mathgenie-dcode", kind, split="train", revision="v1")
         assert pushed.to_list() == local[kind]["train"].to_list()
-        written = datasets.Dataset.from_parquet(str(out / kind / "train" / "00000.parquet"))
+        written = datasets.Dataset.from_parquet(str(out / kind / "default" / "train" / "part-00000-of-00001.parquet"))
         assert written.to_list() == pushed.to_list()
+        manifest = json.loads((out / kind / "manifest-00000-of-00001.json").read_text())
+        assert (manifest["stage"], manifest["config"]) == ("dcode", kind)
     card = DatasetCard.load("org/mathgenie-dcode", repo_type="dataset")
     assert card.data.license == "apache-2.0" and "MathGenie/MATH-GSM8K-Tool-81K" in card.data.source_datasets
-    assert json.loads((out / "manifest.json").read_text())["stage"] == "dcode"
 
     # the training mix reads the pushed configs (format `rows`) like the published layout (format `mathcoder`)
     from mathgenie.training.data import load_mix_source

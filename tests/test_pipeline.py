@@ -31,6 +31,9 @@ DEMO = REPO / "configs" / "demo.yaml"
 GENERATED = ("augment", "back_translate", "solve", "verify", "decontaminate")
 NO_PUSH = ["seed", "augment", "back_translate", "solve", "verify", "decontaminate"]
 OUTPUT_OF = {s.name: s.output for s in STAGES}
+# The demo config with the block budgets the scripted model's solutions and rationales need (the demo keeps them small
+# for speed) and no push.
+BASE = ["push.enabled=false", "solve.max_blocks=4", "verify.max_blocks=4"]
 
 
 def scripted(prompt: str, params) -> str:
@@ -60,7 +63,7 @@ def sandbox():
 
 
 def make_pipeline(out: Path, sandbox, overrides=(), shard="0/1", engine=None) -> tuple[Pipeline, ScriptedEngine]:
-    cfg = load_config(DEMO, [f"output_dir={out}", "push.enabled=false", *overrides])
+    cfg = load_config(DEMO, [f"output_dir={out}", *BASE, *overrides])
     engine = engine or ScriptedEngine(scripted)
     return Pipeline(cfg, shard=Shard.parse(shard), engine_factory=lambda model: engine,
                     sandbox_factory=lambda: _Borrowed(sandbox)), engine
@@ -80,7 +83,7 @@ class _Borrowed:
 
 
 def rows(out: Path, stage: str, cfg_overrides=()) -> list[dict]:
-    cfg = load_config(DEMO, [f"output_dir={out}", "push.enabled=false", *cfg_overrides])
+    cfg = load_config(DEMO, [f"output_dir={out}", *BASE, *cfg_overrides])
     key = {"augment": "id", "back_translate": "question_id"}.get(stage, "solution_id")
     return sorted(StageStore(out, OUTPUT_OF[stage]).read(stage_hashes(cfg)[stage]).to_list(), key=lambda r: r[key])
 
@@ -146,7 +149,7 @@ def test_empty_shards_finish_with_empty_parts_and_the_union_is_unchanged(tmp_pat
     from mathgenie.shards import shard_of
 
     make_pipeline(tmp_path / "whole", sandbox)[0].run(NO_PUSH)
-    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false"])
+    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", *BASE])
     seeds = StageStore(tmp_path / "whole", "seed").read(stage_hashes(cfg)["seed"])["id"]
     empty = [i for i in range(16) if all(shard_of(s, 16) != i for s in seeds)]
     assert empty, "the demo seed should leave some of 16 shards empty"
@@ -224,7 +227,7 @@ LENGTH_FILTER = Stage(name="length_filter", input="decontaminate", output="short
 
 def test_a_stage_defined_outside_mathgenie_runs_resumes_and_shards_like_the_others(tmp_path, sandbox):
     stages = [*STAGES, LENGTH_FILTER]
-    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", "push.enabled=false", "verify.consistency=none"])
+    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'whole'}", *BASE, "verify.consistency=none"])
     engine = ScriptedEngine(scripted)
     pipeline = Pipeline(cfg, stages=stages, engine_factory=lambda model: engine,
                         sandbox_factory=lambda: _Borrowed(sandbox))

@@ -53,11 +53,11 @@ def test_seed_versions_on_the_hub(hub, real_data, tmp_path):
     sources = [SeedSource("gsm8k", str(data[0])), SeedSource("math", str(data[1]))]
     expected = [json.loads(line) for path in data for line in open(path, encoding="utf-8")]
 
-    # v1.0: the full seed.
+    # v1.0: the seed of the real train rows shipped in tests/data (1,022 GSM8K + 962 MATH).
     v1 = build_seed(sources)
     push_seed(v1, SEED_REPO, manifest=seed_manifest(sources, limit=None), tag="v1.0")
     loaded = load_in_fresh_process(SEED_REPO, "v1.0", tmp_path / "v1.0.json", tmp_path / "home1")
-    assert len(loaded["id"]) == 14_973
+    assert len(loaded["id"]) == len(expected) == 1_984
     assert loaded["features"] == SEED_FEATURES.to_dict()
     assert loaded["answer"] == [r["answer"] for r in expected]
     assert loaded["id"] == v1["train"]["id"]
@@ -68,7 +68,7 @@ def test_seed_versions_on_the_hub(hub, real_data, tmp_path):
     sources_v11 = sources + [SeedSource("extra", str(extra))]
     push_seed(build_seed(sources_v11), SEED_REPO, manifest=seed_manifest(sources_v11, limit=None), tag="v1.1")
     v11 = load_in_fresh_process(SEED_REPO, "v1.1", tmp_path / "v1.1.json", tmp_path / "home2")
-    assert len(v11["id"]) == 14_974 and v11["id"][-1] == "extra/e0"
+    assert len(v11["id"]) == 1_985 and v11["id"][-1] == "extra/e0"
     again = load_in_fresh_process(SEED_REPO, "v1.0", tmp_path / "v1.0b.json", tmp_path / "home3")
     assert again["id"] == loaded["id"]
 

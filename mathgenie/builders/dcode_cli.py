@@ -65,10 +65,12 @@ def main(args) -> int:
               "limit_per_source": args.limit}
     manifest = {"stage": "dcode", "sources": card_sources, "params": params}
     if args.output:
-        from mathgenie.upload import save_stage_dir
+        from mathgenie.shards import Shard, StageStore
 
-        save_stage_dir(args.output, dcode, manifest)
-        logger.info("wrote %s ({solutions,verifications}/{split}/*.parquet + manifest.json)", args.output)
+        for config, splits in dcode.items():  # one stage folder per config, each `mathgenie push`-able
+            StageStore(args.output, config).write(Shard(), splits, {**manifest, "config": config})
+        logger.info("wrote %s/{solutions,verifications} (stage folders: default/{split}/part-*.parquet + manifest)",
+                    args.output)
     if args.push:
         from mathgenie.cards import render_dataset_card
         from mathgenie.upload import push_dataset
