@@ -29,13 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mathgenie.hub import tree as trees
 from mathgenie.hub.files import LFS_THRESHOLD, URL_PREFIX, FileEndpoints, json_response
 from mathgenie.hub.metadata import split_front_matter, validate_readme
+from mathgenie.hub.refs import RefEndpoints
 from mathgenie.hub.store import DEFAULT_BRANCH, HubStore, Repo, StoreError, check_name, lfs_pointer
 from mathgenie.hub.validate import (
     MAX_COMMIT_BYTES, MAX_HEADER_BYTES, MAX_JSON_BYTES, get_bool, get_str, header_bytes, json_body, read_body,
-    jsonable, sanitize_header, small_enough,
+    jsonable, sanitize_header, small_enough, truthy,
 )
 from mathgenie.hub.viewer import Viewer
 
@@ -43,10 +43,6 @@ logger = logging.getLogger(__name__)
 
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _BAD_CREDENTIALS = "Invalid credentials in Authorization header"  # huggingface_hub maps exactly this to a plain 401
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
 
 
 def _error_response(e: StoreError) -> Response:
@@ -58,7 +54,7 @@ def _error_response(e: StoreError) -> Response:
     return json_response({"error": e.message}, e.status, headers=headers)
 
 
-class HubApp(FileEndpoints):
+class HubApp(FileEndpoints, RefEndpoints):
     """The ASGI app. ``token``: required on writes when set (and on reads of private repos)."""
 
     def __init__(self, root: str | Path, token: str | None = None, lfs_threshold: int = LFS_THRESHOLD):
@@ -179,12 +175,12 @@ class HubApp(FileEndpoints):
         if method == "POST" and action == "paths-info" and one:
             await read_body(request, MAX_JSON_BYTES)
             form = await request.form()
-            paths, expand = form.getlist("paths"), _truthy(form.get("expand"))
+            paths, expand = form.getlist("paths"), truthy(form.get("expand"))
             return await sync(self.paths_info, request, repo_type, repo_id, one, paths, expand)
         if method == "POST" and action == "preupload" and one:
             return await sync(self.preupload, request, repo_type, repo_id, one, await json_body(request))
         if method == "POST" and action == "commit" and one:
-            if _truthy(request.query_params.get("create_pr")):
+            if truthy(request.query_params.get("create_pr")):
                 raise StoreError(400, "pull requests are not supported by the local hub; commit to a branch")
             body = await read_body(request, MAX_COMMIT_BYTES, "commit payload")
             return await sync(self.commit, request, repo_type, repo_id, one, body)
@@ -299,7 +295,7 @@ class HubApp(FileEndpoints):
     def repo_info(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
         repo = self._repo(request, repo_type, repo_id)
         sha = repo.resolve_or_raise(rev)
-        return json_response(self._info(request, repo, sha, _truthy(request.query_params.get("blobs"))))
+        return json_response(self._info(request, repo, sha, truthy(request.query_params.get("blobs"))))
 
     def list_repos(self, request: Request, repo_type: str) -> Response:
         author, search = request.query_params.get("author"), request.query_params.get("search")
@@ -312,71 +308,6 @@ class HubApp(FileEndpoints):
             info = self._info(request, repo, repo.head(DEFAULT_BRANCH), False)
             out.append({k: v for k, v in info.items() if k != "siblings"})
         return json_response(out)
-
-    def branch(self, request: Request, method: str, repo_type, repo_id, name: str, body: dict) -> Response:
-        repo = self._repo(request, repo_type, repo_id, write=True)
-        with repo.locked():
-            if method == "DELETE":
-                repo.delete_branch(name)
-            else:
-                start = get_str(body, "startingPoint", "create branch", max_len=200) or DEFAULT_BRANCH
-                repo.create_branch(name, repo.resolve_or_raise(start))
-        return json_response({})
-
-    def tag(self, request: Request, method: str, repo_type, repo_id, rev_or_tag: str, body: dict) -> Response:
-        repo = self._repo(request, repo_type, repo_id, write=True)
-        with repo.locked():
-            if method == "DELETE":
-                repo.delete_tag(rev_or_tag)
-            else:
-                name = get_str(body, "tag", "create tag", required=True, max_len=200)
-                message = get_str(body, "message", "create tag")
-                repo.create_tag(name, repo.resolve_or_raise(rev_or_tag), message)
-        return json_response({})
-
-    # -- listings --------------------------------------------------------------------------------------------------
-    def refs(self, request: Request, repo_type: str, repo_id: str) -> Response:
-        refs = self._repo(request, repo_type, repo_id).refs()
-        out = {"branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": sha}
-                            for n, sha in sorted(refs["branches"].items())],
-               "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": t["commit"]}
-                        for n, t in sorted(refs["tags"].items())],
-               "converts": []}
-        if _truthy(request.query_params.get("include_prs")):
-            out["pullRequests"] = []
-        return json_response(out)
-
-    def tree(self, request: Request, repo_type: str, repo_id: str, rev: str, path: str) -> Response:
-        repo = self._repo(request, repo_type, repo_id)
-        sha = repo.resolve_or_raise(rev)
-        tree = repo.commit(sha)["tree"]
-        entries = trees.list_tree(tree, path, _truthy(request.query_params.get("recursive")))
-        if entries is None:
-            raise StoreError(404, f"{path!r} is not a folder of {repo_id} at {rev}", "EntryNotFound", sha)
-        if _truthy(request.query_params.get("expand")):
-            self._add_last_commits(repo, sha, entries)
-        return json_response(entries)
-
-    def paths_info(self, request, repo_type, repo_id, rev, paths, expand) -> Response:
-        repo = self._repo(request, repo_type, repo_id)
-        sha = repo.resolve_or_raise(rev)
-        entries = trees.paths_info(repo.commit(sha)["tree"], paths)
-        if expand:
-            self._add_last_commits(repo, sha, entries)
-        return json_response(entries)
-
-    def _add_last_commits(self, repo: Repo, sha: str, entries: list[dict]) -> None:
-        files = {e["path"] for e in entries if e["type"] == "file"}
-        found = trees.last_commits(repo.history(sha), files)
-        for e in entries:
-            if e["path"] in found:
-                e["lastCommit"] = found[e["path"]]
-
-    def commits(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
-        repo = self._repo(request, repo_type, repo_id)
-        sha = repo.resolve_or_raise(rev)
-        return json_response([{"id": c["id"], "title": c["title"], "message": c["message"], "date": c["date"],
-                       "authors": [{"user": c["author"], "avatar": None}]} for c in repo.history(sha)])
 
 
 # h11 (not httptools) because it bounds what it buffers before the headers end: an oversized header block is refused

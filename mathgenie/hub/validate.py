@@ -182,3 +182,8 @@ def jsonable(value):
     if isinstance(value, (decimal.Decimal, datetime.timedelta)):
         return str(value)
     return value
+
+
+def truthy(value: str | None) -> bool:
+    """A query or form flag: ``1``, ``true`` or ``yes`` (any case)."""
+    return (value or "").lower() in ("1", "true", "yes")
