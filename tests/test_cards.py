@@ -9,7 +9,7 @@ import os
 import httpx
 import pytest
 
-datasets = pytest.importorskip("datasets")
+import datasets  # noqa: E402
 
 
 # a prompt with a code fence and blank lines inside: the card must show it exactly

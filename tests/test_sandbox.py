@@ -249,10 +249,8 @@ def test_secrets_are_not_visible(sandbox, tmp_path):
 
 @pytest.fixture
 def visible_dir():
-    """A host directory outside /tmp (inside the sandbox /tmp is the session's own)."""
-    if not os.access("/var/tmp", os.W_OK):
-        pytest.skip("needs a writable /var/tmp")
-    path = Path(tempfile.mkdtemp(prefix="mathgenie-test-", dir="/var/tmp"))
+    """A host directory under /tmp: the sandbox lays it, read-only, into each session's private /tmp."""
+    path = Path(tempfile.mkdtemp(prefix="mathgenie-test-", dir="/tmp"))
     path.chmod(0o755)  # world-readable: as root, sessions run as nobody
     yield path
     shutil.rmtree(path, ignore_errors=True)

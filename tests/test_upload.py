@@ -14,7 +14,7 @@ import pytest
 # huggingface_hub's own LFS PUT (data=fileobj) triggers this httpx2 warning; it is not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
-datasets = pytest.importorskip("datasets")
+import datasets  # noqa: E402
 from datasets import Features, List, Value  # noqa: E402
 
 FEATURES = Features({"id": Value("string"), "source": Value("string"), "round": Value("int32"),
