@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from mathgenie.cards.common import (
-    CITATIONS, KNOWN_SOURCES, code_fence, data_metadata, redact, scrub_text, size_category, table_cell, tidy_markdown,
+    CITATIONS, KNOWN_SOURCES, PAPER_AUGDATA_ROWS, PAPER_MATHGENIEDATA_ROWS, code_fence, data_metadata, redact,
+    scrub_text, size_category, table_cell, tidy_markdown,
 )
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md.j2"
@@ -23,8 +24,7 @@ STAGE_DESCRIPTIONS = {
     "back_translated": "New questions written from augmented solutions (question back-translation).",
     "solved": "Code-integrated solutions (MathCoder's LCE format: text, code and execution blocks; code was run in "
               "a sandbox between generation steps) for the back-translated questions.",
-    "verified": "Solved rows that passed verification: the answer agrees with the majority of the question's "
-                "solutions and a code-based verification rationale judged it correct.",
+    "verified": "Solved rows that passed verification, by the filter rules listed below.",
 }
 
 LINEAGE_COLUMNS = {
@@ -44,16 +44,39 @@ LINEAGE_COLUMNS = {
 
 
 def _row_counts(configs: Mapping) -> list[dict]:
+    """Rows and distinct questions (exact text; None where the rows have no question) per config, split and source."""
     rows = []
     for config, dsd in configs.items():
         for split, ds in dsd.items():
-            if "source" in ds.column_names and len(ds):
-                counts = Counter(ds["source"])
-                rows += [{"config": config, "split": split, "source": s or "-", "rows": n}
-                         for s, n in sorted(counts.items(), key=lambda kv: str(kv[0]))]
-            else:
-                rows.append({"config": config, "split": split, "source": "-", "rows": len(ds)})
+            sources = ds["source"] if "source" in ds.column_names and len(ds) else ["-"] * len(ds)
+            questions = ds["question"] if "question" in ds.column_names else [None] * len(ds)
+            by_source: dict = {}
+            for source, question in zip(sources, questions):
+                entry = by_source.setdefault(source or "-", [0, set()])
+                entry[0] += 1
+                if question is not None:
+                    entry[1].add(question.strip())
+            if not by_source:
+                by_source["-"] = [0, set()]
+            rows += [{"config": config, "split": split, "source": source, "rows": n,
+                      "questions": len(qs) if qs else None}
+                     for source, (n, qs) in sorted(by_source.items(), key=lambda kv: str(kv[0]))]
     return rows
+
+
+def _paper_comparison(stage: str, row_counts: list[dict]) -> list[dict]:
+    """Our verified rows beside the paper's AugData (170K: 110K GSM8K, 60K MATH), per seed source."""
+    if stage not in ("verified", "decontaminated"):
+        return []
+    ours: Counter = Counter()
+    questions: Counter = Counter()
+    for r in row_counts:
+        ours[r["source"]] += r["rows"]
+        questions[r["source"]] += r["questions"] or 0
+    out = [{"source": s, "rows": ours.get(s, 0), "questions": questions.get(s, 0), "paper": n}
+           for s, n in PAPER_AUGDATA_ROWS.items()]
+    return out + [{"source": "**total**", "rows": sum(ours.values()), "questions": sum(questions.values()),
+                   "paper": sum(PAPER_AUGDATA_ROWS.values())}]
 
 
 def _sources(sources, row_counts: list[dict]) -> list[dict]:
@@ -136,6 +159,7 @@ def render_dataset_card(
     license: str = "mit",
     pretty_name: str | None = None,
     summary: str | None = None,
+    filter_rules: Sequence[str] | None = None,
 ) -> DatasetCard:
     """Render the card of one stage dataset.
 
@@ -144,6 +168,7 @@ def render_dataset_card(
     parameters (prompts, models, revisions, sampling); values under secret-looking keys are redacted. ``lineage``: a
     text, or upstream datasets ``[{stage, repo_id, revision}]``. ``funnel``: ``[{stage, rows_in, rows_out, tokens,
     seconds}]`` or ``{"stages": [...], "plot": "funnel.png"}``. ``revision``: the tag used in the loading example.
+    ``filter_rules``: the rules that decided which rows this stage kept, one sentence each (from the run's config).
     """
     if not configs:
         raise ValueError("render_dataset_card: `configs` is empty; pass {config_name: DatasetDict}")
@@ -187,6 +212,11 @@ def render_dataset_card(
         config_hash=config_hash,
         row_counts=row_counts,
         total_rows=total,
+        total_questions=(sum(r["questions"] for r in row_counts) if all(r["questions"] is not None for r in row_counts)
+                         else None),
+        filter_rules=list(filter_rules or []),
+        paper_rows=_paper_comparison(stage, row_counts),
+        paper_mathgeniedata=PAPER_MATHGENIEDATA_ROWS,
         columns=columns,
         lineage_text=lineage_text,
         upstream=upstream,

@@ -134,12 +134,13 @@ def run(dataset: datasets.Dataset, config: AugmentConfig, engine: Engine | None,
         families[s["id"]].add(s["solution"])
     kw = dict(template=template, cache=cache, stats=stats, random_seed=random_seed, max_in_flight=max_in_flight)
     for method in config.methods:
-        if method != "fobar" and engine is None and seeds:
-            raise ValueError(f"augment method {method!r} needs an engine (only 'fobar' is template-only)")
+        if (method != "fobar" or config.metamath_answer_paths) and engine is None and seeds:
+            raise ValueError(f"augment method {method!r} needs an engine (only 'fobar' without "
+                             "metamath_answer_paths is template-only)")
         if method == "mathgenie":
             rows += iterative_rewrite(seeds, config, engine, families=families, **kw)
         else:
-            rows += metamath.AUGMENTERS[method](seeds, config, engine, **kw)
+            rows += metamath.run_method(method, seeds, config, engine, **kw)
     stats.rows_out += len(rows)
     return datasets.Dataset.from_list(rows, features=AUGMENTED_FEATURES) if rows else \
         datasets.Dataset.from_dict({k: [] for k in AUGMENTED_FEATURES}, features=AUGMENTED_FEATURES)

@@ -37,7 +37,7 @@ from mathgenie.generation.shards import Shard, StageStore
 
 logger = logging.getLogger(__name__)
 
-METAMATH = ("rephrase", "self_verification", "fobar")
+METAMATH = ("ansaug", "rephrase", "self_verification", "fobar")
 MODULES = {"augment": augment, "back_translate": back_translate, "solve": solve, "verify": verify}
 INPUT_OF = {"augment": "seed", "back_translate": "augment", "solve": "back_translate", "verify": "solve",
             "decontaminate": "verify"}
@@ -190,7 +190,7 @@ class Pipeline:
         if not len(rows):
             return False
         if stage == "augment":
-            return any(m != "fobar" for m in self.config.augment.methods)
+            return self.config.augment.metamath_answer_paths or any(m != "fobar" for m in self.config.augment.methods)
         if stage == "back_translate":
             return any(q is None for q in rows["question"])
         if stage == "verify":

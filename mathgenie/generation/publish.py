@@ -13,6 +13,7 @@ import logging
 import datasets
 
 from mathgenie.generation import prompts
+from mathgenie.generation.card_rules import filter_rules
 from mathgenie.generation.config import STAGE_OUTPUT
 from mathgenie.generation.funnel import funnel_table, method_table, write_funnel
 from mathgenie.generation.models import SMOLLM2_ALIASES
@@ -21,7 +22,7 @@ from mathgenie.schema import blocks_to_plain_text
 
 logger = logging.getLogger(__name__)
 
-PUSHED = ("augment", "back_translate", "solve", "verify")
+PUSHED = ("seed", "augment", "back_translate", "solve", "verify")  # the seed too: every row's lineage resolves
 
 
 def stage_prompts(pipeline, stage: str) -> dict:
@@ -33,9 +34,7 @@ def stage_prompts(pipeline, stage: str) -> dict:
             out.update({f"augment prompt {p}": prompts.augment_prompt(p, "{solution}") for p in cfg.augment.prompts})
         for m in cfg.augment.methods:
             if m != "mathgenie":
-                out[f"metamath {m}"] = {"rephrase": prompts.load("metamath")["rephrase_user"],
-                                        "self_verification": prompts.load("metamath")["sv_user"],
-                                        "fobar": prompts.load("metamath")["fobar_suffix"]}[m]
+                out[f"metamath {m}"] = prompts.metamath_card_prompt(m)
         return out
     if stage == "back_translate":
         return {"back-translation prompt": prompts.back_translate_prompt("{solution}"),
@@ -62,6 +61,8 @@ def _system(fmt: str, system: str | None, few_shot: bool) -> str:
 
 def card_params(pipeline, stage: str, manifests: list[dict]) -> dict:
     cfg = pipeline.config
+    if stage == "seed":  # no model, no prompt: where the problems came from
+        return {"seed config": dataclasses.asdict(cfg.seed), "limit": cfg.limit}
     model = cfg.model_for(stage)
     resolved = next((m["model"] for m in manifests if m.get("model")), None) or {}
     section = dataclasses.asdict(getattr(cfg, stage))
@@ -110,7 +111,9 @@ def push_stages(pipeline) -> dict:
         configs = {"default": datasets.DatasetDict({"train": ds})}
         card = render_dataset_card(
             repo_id=repo_id, stage=out, configs=configs, params=card_params(pipeline, stage, manifests),
-            lineage=upstream or "Rows descend from the seed problems named in `seed_id` (GSM8K/MATH train).",
+            lineage=upstream or (None if out == "seed" else
+                                 "Rows descend from the seed problems named in `seed_id` (GSM8K/MATH train)."),
+            filter_rules=filter_rules(pipeline.config, stage),
             funnel={"stages": funnel_rows, "plot": "funnel.png"}, config_hash=h, revision=tag,
             extra_sections=_sections(funnel))
         logger.info("push: %s (%d rows) as %s", repo_id, len(ds), tag)
