@@ -44,8 +44,9 @@ def trained(request, smollm2_dir, tmp_path_factory):
     seed.write_text("".join(json.dumps(r) + "\n" for r in _seed_rows(16)))
     result = train(BacktranslationConfig(
         model_name_or_path=str(root / "base"), dataset_name=str(seed), prompt_format=request.param,
-        output_dir=str(root / "run"), max_steps=60, learning_rate=5e-3, warmup_steps=0, lr_scheduler_type="constant",
-        logging_steps=10, save_strategy="no", max_length=256, per_device_train_batch_size=4, global_batch_size=None,
+        output_dir=str(root / "run"), max_steps=40, learning_rate=1e-2, warmup_steps=0, lr_scheduler_type="constant",
+        logging_steps=10, save_strategy="no", max_length=256, packing=False, per_device_train_batch_size=8,
+        global_batch_size=None,
         gradient_accumulation_steps=1, report_to="none", dataloader_num_workers=0, disable_tqdm=True, seed=0,
         use_cpu=True))
     return request.param, result
@@ -58,6 +59,7 @@ def _augmented(solutions: list[str]) -> datasets.Dataset:
           "question": None} for i, s in enumerate(solutions)], features=schema.AUGMENTED_FEATURES)
 
 
+@pytest.mark.slow
 def test_training_saves_the_format_and_the_stage_generates_with_it(trained):
     trained_format, result = trained
     template = "raw" if trained_format == "plain" else "chat"
@@ -76,15 +78,22 @@ def test_training_saves_the_format_and_the_stage_generates_with_it(trained):
         out = back_translate.run(_augmented(solutions), BackTranslateConfig(temperature=0.0, max_tokens=40), engine)
     finally:
         engine.close()
-    if template == "raw":
-        assert sent[0] == f"Create a New Problem based on the Solution: {solutions[0]}\n"
-    else:
-        assert sent[0].startswith("<|im_start|>") and sent[0].endswith("<|im_start|>assistant\nNew Problem: ")
+    # the prompt is exactly the start of what the model was trained on (prompt + "New Problem: {q}")
+    from transformers import AutoTokenizer
+
+    from mathgenie.training.backtranslation import chat_messages, format_completion, format_plain_prompt
+
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    trained_text = (format_plain_prompt(solutions[0]) + format_completion("Q?") if template == "raw" else
+                    tok.apply_chat_template(chat_messages(solutions[0], "Q?"), tokenize=False))
+    assert trained_text.startswith(sent[0]) and trained_text[len(sent[0]):].startswith("Q?" if template == "chat"
+                                                                                      else "New Problem: Q?")
     # the model learned its format: greedy decoding writes a question of the trained shape for both solutions
     assert len(out) == 2, out.to_list()
     assert all(q.startswith("Bo reads") and "How many pages" in q for q in out["question"]), out["question"]
 
 
+@pytest.mark.slow
 def test_a_config_that_contradicts_the_model_is_an_error(trained):
     trained_format, result = trained
     from mathgenie.generation.models import load_engine
@@ -99,6 +108,7 @@ def test_a_config_that_contradicts_the_model_is_an_error(trained):
         engine.close()
 
 
+@pytest.mark.slow
 def test_the_model_card_carries_the_format(trained):
     _, result = trained
     from mathgenie.training.publish import _prompt_metadata
@@ -109,11 +119,38 @@ def test_the_model_card_carries_the_format(trained):
     assert card.data.to_dict()["mathgenie_prompt"] == prompt_format.load(result.model_dir).to_dict()
 
 
-def test_a_model_without_metadata_gets_the_config_template(tmp_path):
+def test_a_broken_metadata_file_is_an_error_naming_it(tmp_path):
     assert prompt_format.load(tmp_path) is None
-    (tmp_path / prompt_format.FILE_NAME).write_text('{"template": "plain", "instruction": "{solution}"}')
+    path = tmp_path / prompt_format.FILE_NAME
+    path.write_text('{"template": "plain", "instruction": "{solution}", "answer_prefix": ""}')
     with pytest.raises(ValueError, match="template='plain'"):
+        prompt_format.load(tmp_path)
+    path.write_text('{"template": "raw", "instruction": "{solution}"}')
+    with pytest.raises(ValueError, match=f"{path}: .*answer_prefix"):
+        prompt_format.load(tmp_path)
+    path.write_text('{"template": "raw", "instruction": "{solution}", "answer_prefix": "", "extra": 1}')
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['extra'\]"):
         prompt_format.load(tmp_path)
     (tmp_path / prompt_format.FILE_NAME).write_text('{"template": "raw", "instruction": "x", "answer_prefix": ""}')
     with pytest.raises(ValueError, match="no {solution} field"):
         prompt_format.load(tmp_path)
+
+
+def test_the_stage_follows_the_saved_format_with_a_scripted_engine(tmp_path):
+    """The control flow without training: a folder's mathgenie_prompt.json decides the prompt; ``auto`` follows it."""
+    from _scripted import ScriptedEngine
+
+    fmt = prompt_format.PromptFormat(template="raw", instruction="Invent a problem for: {solution}",
+                                     answer_prefix="Problem:")
+    prompt_format.save(tmp_path, fmt)
+    engine = ScriptedEngine(lambda prompt, params: "Problem: How many apples does Tom have now?")
+    engine.model_path = str(tmp_path)  # what the real engines set from models.resolve
+    out = back_translate.run(_augmented(["Tom has 3 + 4 = 7 apples."]), BackTranslateConfig(), engine)
+    assert engine.prompts == ["Invent a problem for: Tom has 3 + 4 = 7 apples.\n"]
+    assert out["question"] == ["How many apples does Tom have now?"]  # the model's own prefix stripped
+    with pytest.raises(ValueError, match="trained with the 'raw' prompt format"):
+        back_translate.run(_augmented(["Tom has 7 apples."]), BackTranslateConfig(), engine, template="chat")
+    engine.model_path = str(tmp_path / "elsewhere")  # no metadata: the config's template, auto = chat
+    back_translate.run(_augmented(["Tom has 8 apples."]), BackTranslateConfig(), engine)
+    assert engine.prompts[-1] == ("<user>Create a New Problem based on the Solution: Tom has 8 apples.</user>"
+                                  "<assistant>New Problem: ")
