@@ -98,7 +98,7 @@ class AugmentConfig(_SamplingConfig):
     prompts_per_solution: int | None = field(default=1, metadata={"help": "Prompts applied to each solution per "
                                              "round, drawn per solution from `prompts` by a hash (None = all); the "
                                              "family of a seed grows as (prompts_per_solution*n)^round."})
-    n: int = field(default=1, metadata={"help": "Samples per (solution, prompt) and per MetaMath rephrase."})
+    n: int = field(default=1, metadata={"help": "Samples per (solution, prompt), per MetaMath rephrase and AnsAug answers per question."})
     dedup_threshold: float = field(default=0.9, metadata={"help": "Drop a new solution whose word 3-gram Jaccard "
                                    "similarity to its seed or an earlier member of its family is at least this (1.0 = "
                                    "exact duplicates only, after whitespace/case normalization)."})
