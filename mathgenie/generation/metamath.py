@@ -220,12 +220,11 @@ def answer_paths(rows: list[dict], seeds: list[dict], config: AugmentConfig, eng
     out = []
     for row, c, ok in zip(rows, completions, verdicts):
         path = c.text.strip()
-        if c.finish_reason not in ("length", "rejected") and not ok:
+        if c.finish_reason in ("length", "rejected"):  # an unfinished path proves nothing
+            stats.drop("truncated" if c.finish_reason == "length" else "rejected")
+        elif not ok:
             stats.drop("wrong_answer")
         elif row["prompt_id"] != "ansaug" or keep(path, c, config, families[row["seed_id"]], stats):
-            if c.finish_reason in ("length", "rejected"):
-                stats.drop("truncated" if c.finish_reason == "length" else "rejected")
-                continue
             out.append({**row, "solution": path, "model": engine.spec.model, "revision": engine.spec.revision})
     return out
 
