@@ -86,8 +86,8 @@ def test_training_saves_the_format_and_the_stage_generates_with_it(trained):
     tok = AutoTokenizer.from_pretrained(result.model_dir)
     trained_text = (format_plain_prompt(solutions[0]) + format_completion("Q?") if template == "raw" else
                     tok.apply_chat_template(chat_messages(solutions[0], "Q?"), tokenize=False))
-    assert trained_text.startswith(sent[0]) and trained_text[len(sent[0]):].startswith("Q?" if template == "chat"
-                                                                                      else "New Problem: Q?")
+    prompt_ids = tok(sent[0], add_special_tokens=False)["input_ids"]
+    assert tok(trained_text, add_special_tokens=False)["input_ids"][: len(prompt_ids)] == prompt_ids  # token-exact
     # the model learned its format: greedy decoding writes a question of the trained shape for both solutions
     assert len(out) == 2, out.to_list()
     assert all(q.startswith("Bo reads") and "How many pages" in q for q in out["question"]), out["question"]
@@ -153,4 +153,4 @@ def test_the_stage_follows_the_saved_format_with_a_scripted_engine(tmp_path):
     engine.model_path = str(tmp_path / "elsewhere")  # no metadata: the config's template, auto = chat
     back_translate.run(_augmented(["Tom has 8 apples."]), BackTranslateConfig(), engine)
     assert engine.prompts[-1] == ("<user>Create a New Problem based on the Solution: Tom has 8 apples.</user>"
-                                  "<assistant>New Problem: ")
+                                  "<assistant>New Problem:")

@@ -258,7 +258,7 @@ class TestBackTranslate:
         out = back_translate.run(augmented_rows(list(outputs)), BackTranslateConfig(max_tokens=256), engine,
                                  stats=stats).to_list()
         assert engine.prompts[0] == ("<user>Create a New Problem based on the Solution: s0</user><assistant>"
-                                     "New Problem: ")
+                                     "New Problem:")  # no trailing space: it belongs to the question's first token
         assert [r["question_id"] for r in out] == ["gsm8k/train/0/r1/p1/0/q0"]
         assert out[0]["augmented_id"] == "gsm8k/train/0/r1/p1/0" and out[0]["augmented_solution"] == "s0"
         assert stats.dropped == {"too_short": 2, "repetitive": 1, "truncated": 1, "duplicate": 1}

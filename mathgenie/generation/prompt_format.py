@@ -51,8 +51,10 @@ class PromptFormat:
         return ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [user]
 
     def render(self, engine, solution: str) -> str:
-        """The prompt string for one solution: chat template + prefilled prefix, or the raw instruction + newline."""
-        prefill = self.answer_prefix + " " if self.template == "chat" else ""
+        """The prompt string for one solution: chat template + prefilled prefix, or the raw instruction + newline. The
+        prefix is prefilled without its trailing space: in training the space belongs to the question's first token
+        (" Bo"), so a prompt ending in a space would start the model on a token boundary it never saw."""
+        prefill = self.answer_prefix if self.template == "chat" else ""
         return prompts.render(engine, self.messages(solution), self.template, prefill=prefill)
 
     def to_dict(self) -> dict:
