@@ -53,9 +53,11 @@ def test_dataset_card_content_is_computed_from_the_data(hub, seed_configs):
                            {"stage": "verify", "rows_in": 9, "rows_out": 0}], "plot": "funnel.png"},
         revision="v1.0", extra_sections={"Known issues": "Tiny demo run."})
     text = str(card)
-    assert _table_rows(text, "| config | split | source | rows |") == [
-        ["default", "train", "gsm8k", "7"], ["default", "train", "math", "5"], ["default", "test", "gsm8k", "2"],
-        ["math_only", "train", "math", "3"], ["**total**", "", "", "**17**"]]
+    assert _table_rows(text, "| config | split | source | rows | distinct questions |") == [
+        ["default", "train", "gsm8k", "7", "7"], ["default", "train", "math", "5", "5"],
+        ["default", "test", "gsm8k", "2", "2"], ["math_only", "train", "math", "3", "3"],
+        ["**total**", "", "", "**17**", "**17**"]]
+    assert "Beside the paper" not in text and "Filter rules" not in text  # a seed card compares nothing
     assert _table_rows(text, "| stage | rows in |") == [["augment", "12", "9", "75.0%", "4,567", "12.5"],
                                                      ["verify", "9", "0", "0.0%", "-", "-"]]
     assert "![Rows kept at each stage](funnel.png)" in text
@@ -74,6 +76,32 @@ def test_dataset_card_content_is_computed_from_the_data(hub, seed_configs):
     info = {i["config_name"]: i for i in data["dataset_info"]}
     assert [(s["name"], s["num_examples"]) for s in info["default"]["splits"]] == [("train", 12), ("test", 2)]
     card.validate(repo_type="dataset")  # against our hub's /api/validate-yaml
+
+
+def test_verified_card_states_the_rules_and_counts_questions_beside_the_paper():
+    from mathgenie.cards import render_dataset_card
+    from mathgenie.cards.common import paper_accuracy_note
+    from mathgenie.generation.card_rules import filter_rules
+    from mathgenie.generation.config import PipelineConfig, VerifyConfig
+
+    # 3 solutions of one GSM8K question, 2 of another, 1 of a MATH question
+    ds = datasets.Dataset.from_dict({"source": ["gsm8k"] * 5 + ["math"], "question": ["A?"] * 3 + ["B?"] * 2 + ["C?"]})
+    cfg = PipelineConfig(verify=VerifyConfig(consistency="majority", keep_unknown=False))
+    card = str(render_dataset_card(repo_id="o/v", stage="verified", configs={"default": datasets.DatasetDict(
+        {"train": ds})}, filter_rules=filter_rules(cfg, "verify")))
+    assert _table_rows(card, "| config | split | source | rows | distinct questions |") == [
+        ["default", "train", "gsm8k", "5", "2"], ["default", "train", "math", "1", "1"],
+        ["**total**", "", "", "**6**", "**3**"]]
+    assert _table_rows(card, "| seed set | rows here |") == [
+        ["gsm8k", "5", "2", "110,000"], ["math", "1", "1", "60,000"], ["**total**", "6", "3", "170,000"]]
+    assert "Answer consistency (majority)" in card and "are **dropped**" in card and "284,000" in card
+    default = filter_rules(PipelineConfig(), "verify")
+    assert "unanimous" in default[0] and "**kept**" in default[2] and "majority" not in " ".join(default)
+    assert "off" in filter_rules(PipelineConfig(verify=VerifyConfig(rationale=False)), "verify")[1]
+    assert paper_accuracy_note(["gsm8k", "svamp", "math"]).endswith(
+        "MathGenieLM-InternLM2-20B at GSM8K 87.7, MATH 55.7 (accuracy %, greedy, MathGenie Table 3), trained on "
+        "MathGenieData (about 284K rows).")
+    assert paper_accuracy_note(["svamp"]) == ""
 
 
 def test_broken_dataset_cards_fail_validation(hub, seed_configs):

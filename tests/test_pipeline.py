@@ -84,7 +84,7 @@ class _Borrowed:
 
 def rows(out: Path, stage: str, cfg_overrides=()) -> list[dict]:
     cfg = load_config(DEMO, [f"output_dir={out}", *BASE, *cfg_overrides])
-    key = {"augment": "id", "back_translate": "question_id"}.get(stage, "solution_id")
+    key = {"seed": "id", "augment": "id", "back_translate": "question_id"}.get(stage, "solution_id")
     return sorted(StageStore(out, OUTPUT_OF[stage]).read(stage_hashes(cfg)[stage]).to_list(), key=lambda r: r[key])
 
 
@@ -123,10 +123,13 @@ def test_a_changed_solve_config_reruns_solve_and_verify_from_the_cache(tmp_path,
 
 def test_metamath_and_mathgenie_side_by_side_are_counted_per_method(tmp_path, sandbox):
     pipeline, engine = make_pipeline(tmp_path, sandbox, ["augment.methods=[mathgenie, fobar]", "solve.n=1",
-                                                         "verify.consistency=none"])
+                                                         "verify.consistency=none",
+                                                         "augment.metamath_answer_paths=false"])
     funnel = {s.stage: s for s in pipeline.run(NO_PUSH)}
     fobar = [r for r in rows(tmp_path, "back_translate", ["augment.methods=[mathgenie, fobar]", "solve.n=1",
-                                                          "verify.consistency=none"]) if r["prompt_id"] == "fobar"]
+                                                          "verify.consistency=none",
+                                                          "augment.metamath_answer_paths=false"])
+             if r["prompt_id"] == "fobar"]
     assert fobar and all("what is the value of unknown variable" in r["question"] for r in fobar)
     assert not any("Create a New Problem" in p and "unknown variable" in p for p in engine.prompts)
     assert funnel["back_translate"].rows_by_method["fobar"] == len(fobar) == funnel["solve"].rows_by_method["fobar"]
@@ -167,8 +170,9 @@ def test_push_publishes_every_stage_with_one_tag_and_the_funnel(tmp_path, sandbo
     pipeline, _ = make_pipeline(tmp_path, sandbox, ["push.enabled=true", f"push.org={org}", "push.tag=t1"])
     pipeline.run()
     api = HfApi()
-    names = {"augment": "mathgenie-augmented", "back_translate": "mathgenie-back-translated",
-             "solve": "mathgenie-solved", "decontaminate": "mathgenie-verified"}
+    names = {"seed": "mathgenie-seed", "augment": "mathgenie-augmented",
+             "back_translate": "mathgenie-back-translated", "solve": "mathgenie-solved",
+             "decontaminate": "mathgenie-verified"}
     assert {d.id for d in api.list_datasets(author=org)} == {f"{org}/{n}" for n in names.values()}
     for stage, name in names.items():
         repo = f"{org}/{name}"
@@ -181,10 +185,20 @@ def test_push_publishes_every_stage_with_one_tag_and_the_funnel(tmp_path, sandbo
                                     revision="t1")).read_text()
     assert "You must change the numbers in the Solution" in card or "Replace the objects" in card
     assert "| verify |" in card and "| decontaminate |" in card and "funnel.png" in card
-    verified_card = Path(api.hf_hub_download(f"{org}/mathgenie-verified", "README.md", repo_type="dataset",
-                                             revision="t1")).read_text()
-    assert "dropped_contaminated: 0 rows" in verified_card
-    assert all(f"| {name} |" in verified_card for name in ("gsm8k", "math500", "svamp", "simuleq", "mathematics"))
+    assert f"| seed | {org}/mathgenie-seed | `t1` |" in card  # the seed is pushed: lineage resolves on the Hub
+    verified = Path(api.hf_hub_download(f"{org}/mathgenie-verified", "README.md", repo_type="dataset",
+                                        revision="t1")).read_text()
+    assert "dropped_contaminated: 0 rows" in verified
+    assert all(f"| {name} |" in verified for name in ("gsm8k", "math500", "svamp", "simuleq", "mathematics"))
+    cfg = pipeline.config.verify
+    assert cfg.consistency == "none"  # the demo config's rule, which the card must state as it is
+    assert "Answer consistency: off" in verified and "majority of the question" not in verified
+    assert ("are **kept**" if cfg.keep_unknown else "are **dropped**") in verified
+    assert "Decontamination: a question is dropped when it matches a test question of gsm8k" in verified
+    kept = rows(tmp_path, "decontaminate")
+    questions = len({r["question"] for r in kept})
+    assert f"| **{len(kept):,}** | **{questions:,}** |" in verified
+    assert "| **total** | " in verified and "| 170,000 |" in verified  # beside the paper's AugData
 
 
 def test_push_publishes_nothing_while_a_shard_is_missing(tmp_path, sandbox, hub):

@@ -123,43 +123,109 @@ class TestAugment:
         assert stats.cache_hits == stats.requests == 4 and stats.generated_tokens == 0
 
 
+def metamath_respond(prompt: str, params: SamplingParams) -> str:
+    """MetaMath's four prompt kinds, told apart by their query line; answer paths are right or wrong by sample seed."""
+    query = prompt.rsplit("Question: ", 1)[1]
+    if "Rephrase the above question:" in query:
+        return f"How many apples does Tom own ({h(prompt, params.seed)}) in the end?\n\nQuestion: a continuation"
+    if "Result:" in query:
+        return "Tom now has 7 apples." if "How many now?" in query else "No unknown."
+    if "unknown variable" in query:  # backward paths: right only when the masked number was 3 (or MATH's 6)
+        return "3 + 4 = 7 so x = 3.\nThe value of x is 3." if "Tom has x" in query else \
+            "We get X = 6.\nThe value of X is 6." if "+ X" in query else "So x = 5.\nThe value of x is 5."
+    right = params.seed == derive_seed(0, 0)
+    if "Tom" in query:
+        return f"3 + 4 = {7 if right else 8}.\nThe answer is {7 if right else 8}\n\nQuestion: more"
+    return f"So $x = \\boxed{{{2 if right else 3}}}$.\nThe answer is {2 if right else 3}"
+
+
 class TestMetaMath:
     def test_fobar_masks_each_number_and_appends_the_answer(self):
         stats = StageStats()
         rows = metamath.fobar(SEEDS, AugmentConfig(max_backward_per_seed=2), None, stats=stats)
         assert [r["id"] for r in rows] == ["gsm8k/train/0/fobar/t2", "gsm8k/train/0/fobar/t6",
-                                           "math/train/algebra/1/fobar/t3"]
-        assert rows[2]["question"].startswith("Solve $2x + X = 10$ for $x$. If we know the answer to the above "
-                                              "question is 2, what is the value of unknown variable X?")
-        assert rows[0]["question"] == ("Tom has x apples and buys 4 more. How many now? If we know the answer to the "
+                                           "math/train/algebra/1/fobar/t3", "math/train/algebra/1/fobar/t5"]
+        assert rows[0]["question"] == ("Tom has x apples and buys 4 more. How many now?\nIf we know the answer to the "
                                        "above question is 7, what is the value of unknown variable x?")
         assert rows[1]["question"].startswith("Tom has 3 apples and buys x more.")
+        # MATH: X in the question, MetaMath's "### " marker and $X$ in the appended question
+        assert rows[2]["question"] == ("Solve $2x + X = 10$ for $x$.\n### If we know the answer to the above question "
+                                       "is 2, what is the value of unknown variable $X$?")
+        assert rows[3]["question"].startswith("Solve $2x + 6 = X$ for $x$.")
         assert all(r["prompt_id"] == "fobar" and r["parent_id"] == r["seed_id"] for r in rows)
-        assert rows[0]["solution"] == SEEDS[0]["solution"]  # the source the question came from
+        assert rows[0]["solution"] == SEEDS[0]["solution"]  # no answer paths asked for: the seed's solution
 
-    def test_number_tokens_keep_currency_and_punctuation(self):
-        q = "A pen costs $1,200. He has 3.5 pens, x2 and 4th."
-        assert metamath.mask_number(q, 3, "x") == ("A pen costs $x. He has 3.5 pens, x2 and 4th.", "1200")
-        assert [q.split(" ")[i] for i in metamath.number_tokens(q)] == ["$1,200.", "3.5"]
+    def test_number_tokens_follow_metamath(self):
+        q = "A pen costs $1,200. He has 3.5 pens, x2 and 4th, (3) or 1-2 and 10%."
+        assert [q.split(" ")[i] for i in metamath.number_tokens(q)] == ["$1,200.", "3.5", "10%."]
+        assert metamath.mask_number(q, 3, "x") == ("A pen costs $x. He has 3.5 pens, x2 and 4th, (3) or 1-2 and 10%.",
+                                                   "1200")
+        words = "Tom has five apples and half as many pears as 1/2 of Ann."
+        assert [words.split(" ")[i] for i in metamath.number_tokens(words)] == ["five", "half", "1/2"]
+        assert metamath.mask_number(words, 2, "x") == ("Tom has x apples and half as many pears as 1/2 of Ann.", "5")
+        assert metamath.mask_number(words, 5, "x")[0].startswith("Tom has five apples and x% as many")
+        assert metamath.mask_number(words, 5, "x")[1] == "50" and metamath.mask_number(words, 10, "x")[1] == "1/2"
+        math = "Find five times $3$ plus 4."  # MATH: no number words, $3$ becomes $X$
+        assert [math.split(" ")[i] for i in metamath.number_tokens(math, "math")] == ["$3$", "4."]
+        assert metamath.mask_number(math, 3, "X", "math") == ("Find five times $X$ plus 4.", "3")
+
+    def test_prompts_are_metamaths_eight_shot_per_dataset(self):
+        gsm = prompts.rephrase_prompt("Q?", "gsm8k")
+        math = prompts.answer_path_prompt("Q?", "math", "fobar_cot")
+        assert gsm.count("\nQuestion: ") + gsm.startswith("Question: ") == 9  # 8 shots + the query
+        assert gsm.startswith("You are an AI assistant to help me rephrase questions.")
+        assert gsm.endswith("\n\nQuestion: Q?\nRephrase the above question: ")
+        assert math.count("Question: ") == 9 and "The value of X is 30." in math
+        assert math.endswith("\n\nQuestion: Q?\nA: Let's think step by step.\n")
+        assert "Expand $(2z^2 + 5z - 6)" in prompts.answer_path_prompt("Q?", "math")  # MATH seeds get MATH shots
+        assert "Angelo and Melanie" in prompts.answer_path_prompt("Q?", "gsm8k")
+        sv = prompts.sv_rewrite_prompt("How many now?", "7", "gsm8k")
+        assert sv.endswith("\n\nQuestion: How many now? The answer is 7.\n Result: ")
+
+    def test_only_answer_paths_that_reach_the_expected_answer_are_kept(self):
+        stats = StageStats()
+        engine = ScriptedEngine(metamath_respond)
+        cfg = AugmentConfig(methods=["ansaug", "fobar"], n=2, max_backward_per_seed=2)
+        out = augment.run(seed_dataset(), cfg, engine, stats=stats).to_list()
+        ids = [r["id"] for r in out]
+        # AnsAug: sample 0 answers right (7; 2), sample 1 wrong (8; 3). FOBAR: x = 3 (t2) and X = 6 (t3) are right,
+        # x = 5 for the masked 4 (t6) and X = 6 for the masked 10 (t5) are not.
+        assert ids == ["gsm8k/train/0/ansaug/0", "math/train/algebra/1/ansaug/0", "gsm8k/train/0/fobar/t2",
+                       "math/train/algebra/1/fobar/t3"]
+        assert stats.dropped == {"wrong_answer": 4}
+        assert out[0]["question"] == SEEDS[0]["question"] and out[0]["solution"] == "3 + 4 = 7.\nThe answer is 7"
+        assert out[2]["solution"].endswith("The value of x is 3.") and out[2]["model"] == "scripted"
+        backward = [p for p in engine.prompts if "unknown variable" in p.rsplit("Question: ", 1)[1]]
+        fobar_shot = "Randy has 60 mango trees on his farm. He also has x less than half as many coconut trees"
+        assert len(backward) == 4 and all((fobar_shot in p) == ("Tom" in p) for p in backward)  # GSM8K's fobar_cot
+        assert all("The value of X is 30." in p for p in backward if "Solve" in p)  # MATH's
+
+    def test_path_answer_reads_metamaths_phrasings(self):
+        assert metamath.path_answer("so x = 3.\nThe value of x is 3.", "x") == "3"
+        assert metamath.path_answer("The value of $X$ is $\\frac{1}{2}$.", "X") == "\\frac{1}{2}"
+        assert metamath.path_answer("The value of unknown variable x is 12.\nDone", "x") == "12"
+        assert metamath.path_answer("so $\\boxed{4}$.\nThe answer is 4") == "4"
 
     def test_rephrase_and_self_verification_through_augment_run(self):
-        def respond(prompt, params):
-            if "declarative statement" in prompt:
-                if "Tom has x" in prompt:
-                    return "Tom has x apples and buys 4 more, so he has 7 apples."
-                return "No unknown."
-            return f"Rephrased question: How many apples does Tom own ({h(prompt, params.seed)}) in the end?"
-
         stats = StageStats()
-        cfg = AugmentConfig(methods=["rephrase", "self_verification"], n=2, max_backward_per_seed=1)
-        out = augment.run(seed_dataset(), cfg, ScriptedEngine(respond), stats=stats).to_list()
+        cfg = AugmentConfig(methods=["rephrase", "self_verification"], n=2, max_backward_per_seed=1,
+                            metamath_answer_paths=False)
+        out = augment.run(seed_dataset(), cfg, ScriptedEngine(metamath_respond), stats=stats).to_list()
         ids = [r["id"] for r in out]
         assert ids[:4] == ["gsm8k/train/0/rephrase/0", "gsm8k/train/0/rephrase/1", "math/train/algebra/1/rephrase/0",
                            "math/train/algebra/1/rephrase/1"]
         assert ids[4:] == ["gsm8k/train/0/sv/t2"]  # the MATH statement lost its unknown X: dropped
-        assert out[0]["question"].startswith("How many apples")
-        assert out[4]["question"].endswith("What is the value of unknown variable x?")
+        assert out[0]["question"].startswith("How many apples") and "continuation" not in out[0]["question"]
+        # SV rewrites the asking sentence only, after the rest of the masked question
+        assert out[4]["question"] == ("Tom has x apples and buys 4 more. Tom now has 7 apples. What is the value of "
+                                      "unknown variable x?")
         assert stats.dropped == {"variable_lost": 1}
+
+    def test_metamath_without_answer_paths_keeps_fobar_template_only(self):
+        cfg = AugmentConfig(methods=["fobar"], metamath_answer_paths=False)
+        assert len(augment.run(seed_dataset(), cfg, None)) == 4
+        with pytest.raises(ValueError, match="needs an engine"):
+            augment.run(seed_dataset(), AugmentConfig(methods=["fobar"]), None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,7 +260,7 @@ class TestBackTranslate:
         out = back_translate.run(augmented_rows(list(outputs)), BackTranslateConfig(max_tokens=256), engine,
                                  stats=stats).to_list()
         assert engine.prompts[0] == ("<user>Create a New Problem based on the Solution: s0</user><assistant>"
-                                     "New Problem: ")
+                                     "New Problem:")  # no trailing space: it belongs to the question's first token
         assert [r["question_id"] for r in out] == ["gsm8k/train/0/r1/p1/0/q0"]
         assert out[0]["augmented_id"] == "gsm8k/train/0/r1/p1/0" and out[0]["augmented_solution"] == "s0"
         assert stats.dropped == {"too_short": 2, "repetitive": 1, "truncated": 1, "duplicate": 1}

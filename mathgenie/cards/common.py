@@ -47,6 +47,23 @@ KNOWN_SOURCES = {
              "url": "https://github.com/hendrycks/math"},
 }
 
+# The paper's published figures, shown beside ours where a card compares (MathGenie arXiv 2402.16352, §3.1 and Table 3;
+# MathGenieData's row count from its Hub dataset viewer: SeedData's 81K solutions + 30K rationales + AugData's 170K).
+PAPER_AUGDATA_ROWS = {"gsm8k": 110_000, "math": 60_000}  # AugData: verified (question, solution) pairs per seed set
+PAPER_MATHGENIEDATA_ROWS = 284_000  # ≈, SeedData + AugData
+PAPER_MODEL = "MathGenieLM-InternLM2-20B"
+PAPER_ACCURACY = {"gsm8k": ("GSM8K", 87.7), "math": ("MATH", 55.7)}  # its Table 3 accuracy (%), by benchmark key
+
+
+def paper_accuracy_note(benchmarks) -> str:
+    """The paper's accuracy on the evaluated ``benchmarks`` (keys like ``gsm8k``), one line; "" when none is there."""
+    hits = [PAPER_ACCURACY[b] for b in benchmarks if b in PAPER_ACCURACY]
+    if not hits:
+        return ""
+    figures = ", ".join(f"{title} {value}" for title, value in hits)
+    return (f"For comparison, the paper reports {PAPER_MODEL} at {figures} (accuracy %, greedy, MathGenie Table 3), "
+            "trained on MathGenieData (about 284K rows).")
+
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
 

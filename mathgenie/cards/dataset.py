@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from mathgenie.cards.common import (
-    CITATIONS, KNOWN_SOURCES, code_fence, data_metadata, redact, scrub_text, size_category, table_cell, tidy_markdown,
+    CITATIONS, KNOWN_SOURCES, PAPER_AUGDATA_ROWS, PAPER_MATHGENIEDATA_ROWS, code_fence, data_metadata, redact,
+    scrub_text, size_category, table_cell, tidy_markdown,
 )
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md.j2"
@@ -36,13 +37,40 @@ def _row_counts(configs: Mapping) -> list[dict]:
     rows = []
     for config, dsd in configs.items():
         for split, ds in dsd.items():
-            if "source" in ds.column_names and len(ds):
-                counts = Counter(ds["source"])
-                rows += [{"config": config, "split": split, "source": s or "-", "rows": n}
-                         for s, n in sorted(counts.items(), key=lambda kv: str(kv[0]))]
-            else:
-                rows.append({"config": config, "split": split, "source": "-", "rows": len(ds)})
+            sources = ds["source"] if "source" in ds.column_names and len(ds) else ["-"] * len(ds)
+            questions = ds["question"] if "question" in ds.column_names else [None] * len(ds)
+            by_source: dict = {}
+            for source, question in zip(sources, questions):
+                entry = by_source.setdefault(source or "-", [0, set()])
+                entry[0] += 1
+                if question is not None:
+                    entry[1].add(question.strip())
+            if not by_source:
+                by_source["-"] = [0, set()]
+            rows += [{"config": config, "split": split, "source": source, "rows": n,
+                      "questions": len(qs) if qs else None}
+                     for source, (n, qs) in sorted(by_source.items(), key=lambda kv: str(kv[0]))]
     return rows
+
+
+def _total_questions(row_counts: list[dict]) -> int | None:
+    counts = [r["questions"] for r in row_counts]
+    return sum(counts) if all(c is not None for c in counts) else None
+
+
+def _paper_comparison(stage: str, row_counts: list[dict]) -> list[dict]:
+    """Our verified rows beside the paper's AugData (170K: 110K GSM8K, 60K MATH), per seed source."""
+    if stage not in ("verified", "decontaminated"):
+        return []
+    ours: Counter = Counter()
+    questions: Counter = Counter()
+    for r in row_counts:
+        ours[r["source"]] += r["rows"]
+        questions[r["source"]] += r["questions"] or 0
+    out = [{"source": s, "rows": ours.get(s, 0), "questions": questions.get(s, 0), "paper": n}
+           for s, n in PAPER_AUGDATA_ROWS.items()]
+    return out + [{"source": "**total**", "rows": sum(ours.values()), "questions": sum(questions.values()),
+                   "paper": sum(PAPER_AUGDATA_ROWS.values())}]
 
 
 def _sources(sources, row_counts: list[dict]) -> list[dict]:
@@ -126,6 +154,7 @@ def render_dataset_card(
     license: str = "mit",
     pretty_name: str | None = None,
     summary: str | None = None,
+    filter_rules: Sequence[str] | None = None,
 ) -> DatasetCard:
     """Render the card of one stage dataset.
 
@@ -134,7 +163,8 @@ def render_dataset_card(
     values of the ``source`` column). ``params``: generation parameters (prompts, models, revisions, sampling); values
     under secret-looking keys are redacted. ``lineage``: a text, or upstream datasets ``[{stage, repo_id, revision}]``.
     ``funnel``: ``[{stage, rows_in, rows_out, tokens, seconds}]`` or ``{"stages": [...], "plot": "funnel.png"}``.
-    ``revision``: the tag used in the loading example.
+    ``revision``: the tag used in the loading example. ``filter_rules``: the rules that decided which rows this stage
+    kept, one sentence each (from the run's config).
     """
     if not configs:
         raise ValueError("render_dataset_card: `configs` is empty; pass {config_name: DatasetDict}")
@@ -154,6 +184,8 @@ def render_dataset_card(
         total_rows=total, columns=columns, lineage_text=lineage_text, upstream=upstream,
         lineage_columns=[(c, t) for c, t in LINEAGE_COLUMNS.items() if c in columns], params_scalars=scalars,
         params_blocks=blocks, funnel_rows=funnel_rows, funnel_plot=funnel_plot, license=license,
+        total_questions=_total_questions(row_counts), filter_rules=list(filter_rules or []),
+        paper_rows=_paper_comparison(stage, row_counts), paper_mathgeniedata=PAPER_MATHGENIEDATA_ROWS,
         sources=sources_list, extra_sections=list((extra_sections or {}).items()), citations=_citations(sources_list))
     return DatasetCard(tidy_markdown(scrub_text(str(card))))
 

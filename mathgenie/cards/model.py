@@ -63,11 +63,14 @@ def render_model_card(
     revision: str | None = None,
     license: str | None = None,
     summary: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """Render a model card. ``datasets``: ``"org/name@revision"`` strings or ``{repo_id, revision, config}``.
     ``train_summary``: scalars (train_loss, steps, runtime_s, ...) and an optional ``loss_curve`` of
     ``(step, loss)``. ``eval_results``: dicts of `huggingface_hub.EvalResult` fields (``dataset_type``,
-    ``dataset_name``, ``metric_type``, ``metric_value``, ...) or EvalResult objects; they become ``model-index``."""
+    ``dataset_name``, ``metric_type``, ``metric_value``, ...) or EvalResult objects; they become ``model-index``.
+    ``metadata``: extra keys of the YAML header (e.g. ``mathgenie_prompt``, the prompt format a model was trained
+    with)."""
     refs = _dataset_refs(datasets)
     results = _eval_results(eval_results)
     model_name = repo_id.split("/")[-1]
@@ -81,6 +84,7 @@ def render_model_card(
         tags=list(dict.fromkeys(["mathgenie", "math", "code-integrated-reasoning", "trl", "sft", *(tags or [])])),
         model_name=model_name,
         eval_results=results,
+        **dict(metadata or {}),
     )
     summary_items = dict(redact(dict(train_summary or {})))
     curve = _loss_curve(summary_items.pop("loss_curve", None))

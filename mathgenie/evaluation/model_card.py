@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from mathgenie.cards.common import scrub_text
+from mathgenie.cards.common import paper_accuracy_note, scrub_text
 from mathgenie.evaluation.benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def evaluation_section(run, cfg) -> str:
         "",
         run.table,
         "",
+        *([paper_accuracy_note(run.scores), ""] if paper_accuracy_note(run.scores) else []),
         f"Reproduce: `mathgenie eval --model {cfg.model}" + (f" --revision {cfg.revision}" if cfg.revision else "")
         + f" --benchmarks {','.join(cfg.benchmarks)}" + (f" --limit {cfg.limit}" if cfg.limit else "")
         + (f" --n {cfg.n} --temperature {cfg.temperature}" if cfg.n > 1 else "")

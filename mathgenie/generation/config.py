@@ -29,16 +29,17 @@ class ModelConfig:
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) to pin."})
     backend: str = field(default="auto", metadata={"help": "Engine backend.", "choices": ["auto", "vllm",
                                                                                          "transformers", "openai"]})
-    template: str = field(default="chat", metadata={"help": "How prompts reach the model: 'chat' (the tokenizer's "
-                          "chat template) or 'raw' (the prompt text as is, e.g. a model SFT-ed on prompt-completion "
-                          "pairs).", "choices": ["chat", "raw"]})
+    template: str = field(default="auto", metadata={"help": "How prompts reach the model: 'chat' (the tokenizer's "
+                          "chat template), 'raw' (the prompt text as is, e.g. a model SFT-ed on prompt-completion "
+                          "pairs) or 'auto' (what the model was trained with, from its mathgenie_prompt.json; else "
+                          "chat).", "choices": ["auto", "chat", "raw"]})
     max_model_len: int = field(default=4096, metadata={"help": "Context length given to the engine."})
     engine_kwargs: dict = field(default_factory=dict, metadata={"help": "Extra keyword arguments of the engine "
                                 "(e.g. gpu_memory_utilization, tensor_parallel_size, base_url)."})
 
     def __post_init__(self):
         check_choice("backend", self.backend, ("auto", "vllm", "transformers", "openai"))
-        check_choice("template", self.template, ("chat", "raw"))
+        check_choice("template", self.template, ("auto", "chat", "raw"))
 
     def spec(self) -> ModelSpec:
         return ModelSpec(model=self.model, revision=self.revision, max_model_len=self.max_model_len)
@@ -65,24 +66,29 @@ class _SamplingConfig:
 @dataclass
 class AugmentConfig(_SamplingConfig):
     methods: list[str] = field(default_factory=lambda: ["mathgenie"], metadata={"help": "Augmenters: 'mathgenie' "
-                               "(iterative solution rewriting, Table 1), and MetaMath's question augmenters "
+                               "(iterative solution rewriting, Table 1), and MetaMath's augmenters 'ansaug', "
                                "'rephrase', 'self_verification', 'fobar'. Several may run side by side."})
     rounds: int = field(default=3, metadata={"help": "K: round k rewrites round k-1's outputs (paper Fig. 4 shows 3)."})
     prompts: list[str] = field(default_factory=lambda: ["1", "2", "3", "4"], metadata={"help": "Table 1 prompt ids."})
     prompts_per_solution: int | None = field(default=1, metadata={"help": "Prompts applied to each solution per "
                                              "round, drawn per solution from `prompts` by a hash (None = all); the "
                                              "family of a seed grows as (prompts_per_solution*n)^round."})
-    n: int = field(default=1, metadata={"help": "Samples per (solution, prompt) and per MetaMath rephrase."})
+    n: int = field(default=1, metadata={"help": "Samples per (solution, prompt), per MetaMath rephrase and AnsAug answers per question."})
     dedup_threshold: float = field(default=0.9, metadata={"help": "Drop a new solution whose word 3-gram Jaccard "
                                    "similarity to its seed or an earlier member of its family is at least this (1.0 = "
                                    "exact duplicates only, after whitespace/case normalization)."})
     min_chars: int = field(default=20, metadata={"help": "Drop outputs shorter than this."})
     max_backward_per_seed: int = field(default=2, metadata={"help": "FOBAR / self-verification: questions per seed "
                                        "(one per masked number, first N numbers)."})
+    metamath_answer_paths: bool = field(default=True, metadata={"help": "MetaMath's rule: every MetaMath question "
+                                        "gets a chain-of-thought answer path (its 8-shot prompts) and is kept only "
+                                        "when the path reaches the expected answer (the seed's; the masked number for "
+                                        "FOBAR/SV); the path is the row's solution. False: questions unchecked, the "
+                                        "seed's solution kept, FOBAR needs no model."})
 
     def __post_init__(self):
         for m in self.methods:
-            check_choice("augment.methods[]", m, ("mathgenie", "rephrase", "self_verification", "fobar"))
+            check_choice("augment.methods[]", m, ("mathgenie", "ansaug", "rephrase", "self_verification", "fobar"))
         if not self.methods:
             raise ConfigError("augment.methods=[]: give at least one method, e.g. ['mathgenie']")
         check_positive("augment.rounds", self.rounds)
@@ -184,8 +190,9 @@ class PushConfig:
     enabled: bool = field(default=False, metadata={"help": "Push every stage to the Hub at the end of the run."})
     org: str = field(default="org", metadata={"help": "Hub namespace of the pushed datasets."})
     names: dict = field(default_factory=dict, metadata={"help": "Hub dataset name per stage output, overriding the "
-                        "stages' own (augmented: mathgenie-augmented, back_translated: mathgenie-back-translated, "
-                        "solved: mathgenie-solved, decontaminated: mathgenie-verified); null = do not push it."})
+                        "stages' own (seed: mathgenie-seed, augmented: mathgenie-augmented, back_translated: "
+                        "mathgenie-back-translated, solved: mathgenie-solved, decontaminated: mathgenie-verified); "
+                        "null = do not push it."})
     tag: str | None = field(default=None, metadata={"help": "Tag put on all pushed datasets (None = "
                             "'run-<config hash>')."})
 

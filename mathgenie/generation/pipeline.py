@@ -34,6 +34,7 @@ from mathgenie.generation.cache import RequestCache
 from mathgenie.generation.config import ModelConfig, PipelineConfig
 from mathgenie.generation.engine import Engine
 from mathgenie.generation.funnel import StageStats, write_funnel
+from mathgenie.generation.card_rules import filter_rules
 from mathgenie.generation.publish import card_params, push_stages, pushed_names
 from mathgenie.generation.stage import Stage, StageRun, check_registry, hash_input, model_for, section
 from mathgenie.generation.stages import PUSH, STAGES, stage_named
@@ -204,7 +205,8 @@ class Pipeline:
     def _card(self, stage: Stage, resolved: dict | None) -> dict:
         """What the stage's dataset card shows about how its rows were made (kept in its manifest, so `mathgenie
         push DIR` can publish the folder with the same card)."""
-        return {"description": stage.description, "params": card_params(self.config, stage, resolved)}
+        return {"description": stage.description, "params": card_params(self.config, stage, resolved),
+                "filter_rules": filter_rules(self.config, stage.name)}
 
     # -- funnel and push ----------------------------------------------------------------------------------------------
     def funnel(self, shard: Shard | None = None) -> list[StageStats]:

@@ -4,7 +4,7 @@ be reviewed without reading Python; this module only fills them in.
 - ``mathgenie.yaml``: the paper's prompts, verbatim: Table 1 (augmentation), Table 2 (back-translation),
   Table 10 (verification).
 - ``solve.yaml``: the system prompts that let a chat model that never saw the LCE format write executable code.
-- ``metamath.yaml``: MetaMath's rephrase / self-verification / FOBAR augmentations.
+- ``metamath.yaml``: MetaMath's own 8-shot prompts: rephrase, AnsAug, self-verification, FOBAR.
 """
 
 from __future__ import annotations
@@ -86,34 +86,56 @@ def lce_system() -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def rephrase_messages(question: str) -> list[dict]:
-    p = load("metamath")
-    messages = [{"role": "system", "content": p["rephrase_system"]}]
-    for ex in p["rephrase_examples"]:
-        messages += [
-            {"role": "user", "content": p["rephrase_user"].format(question=ex["question"])},
-            {"role": "assistant", "content": ex["rephrased"]},
-        ]
-    return messages + [{"role": "user", "content": p["rephrase_user"].format(question=question.strip())}]
+def _metamath_prompt(source: str, kind: str) -> str:
+    """MetaMath's 8-shot prompt ``kind`` for ``source``: its MATH prompts for MATH seeds, its GSM8K ones otherwise."""
+    return load("metamath")["few_shot"]["math" if source == "math" else "gsm8k"][kind].strip()
 
 
-def sv_messages(masked_question: str, answer: str) -> list[dict]:
-    p = load("metamath")
-    messages = [{"role": "system", "content": p["sv_system"]}]
-    for ex in p["sv_examples"]:
-        messages += [
-            {"role": "user", "content": p["sv_user"].format(question=ex["question"], answer=ex["answer"])},
-            {"role": "assistant", "content": ex["statement"]},
-        ]
-    return messages + [{"role": "user", "content": p["sv_user"].format(question=masked_question, answer=answer)}]
+def rephrase_prompt(question: str, source: str) -> str:
+    return load("metamath")["rephrase_query"].format(prompt=_metamath_prompt(source, "rephrase"),
+                                                     question=question.strip())
+
+
+def answer_path_prompt(question: str, source: str, kind: str = "ansaug") -> str:
+    """A chain-of-thought answer for ``question``: ``ansaug`` (forward), ``sv_cot`` or ``fobar_cot`` (backward)."""
+    return load("metamath")["answer_query"].format(prompt=_metamath_prompt(source, kind), question=question.strip())
+
+
+def sv_rewrite_prompt(question: str, answer: str, source: str) -> str:
+    return load("metamath")["sv_rewrite_query"].format(prompt=_metamath_prompt(source, "sv_rewrite"),
+                                                       question=question.strip(), answer=answer)
 
 
 def sv_suffix(variable: str) -> str:
     return load("metamath")["sv_suffix"].format(variable=variable)
 
 
-def fobar_suffix(answer: str, variable: str) -> str:
-    return load("metamath")["fobar_suffix"].format(answer=answer, variable=variable)
+def fobar_suffix(answer: str, variable: str, source: str = "gsm8k") -> str:
+    p = load("metamath")
+    marker = p["fobar_marker"]["math" if source == "math" else "gsm8k"]
+    return marker + p["fobar_suffix"].format(answer=answer, variable=variable)
+
+
+def metamath_card_prompt(method: str) -> str:
+    """What a card shows for a MetaMath method: its query formats, the 8-shot prompts named, not repeated."""
+    p = load("metamath")
+    shots = {"rephrase": "rephrase", "ansaug": "ansaug", "self_verification": "sv_rewrite", "fobar": "fobar_cot"}
+    path = {"rephrase": "ansaug", "ansaug": "ansaug", "self_verification": "sv_cot", "fobar": "fobar_cot"}[method]
+    steps = []
+    if method == "rephrase":
+        steps.append(p["rephrase_query"])
+    elif method == "self_verification":
+        steps += [p["sv_rewrite_query"], "then: {statement} " + p["sv_suffix"]]
+    elif method == "fobar":
+        steps.append("{masked question}\n{### for MATH}" + p["fobar_suffix"])
+    steps.append("answer path (kept only when its answer matches): "
+                 + p["answer_query"].replace("{prompt}", f"{{MetaMath {path}_{{gsm8k,math}} 8-shot prompt}}"))
+    text = "\n\n".join(steps).replace("{prompt}", f"{{MetaMath {shots[method]}_{{gsm8k,math}} 8-shot prompt}}")
+    return text
+
+
+def number_words() -> dict[str, str]:
+    return dict(load("metamath")["number_words"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -130,8 +152,8 @@ def render(engine, messages: list[dict] | str, template: str = "chat", prefill: 
         messages = [{"role": "user", "content": messages}]
     if template == "raw":
         return "\n".join(m["content"] for m in messages) + "\n"
-    if template != "chat":
-        raise ValueError(f"template={template!r}: expected 'chat' or 'raw'")
+    if template not in ("chat", "auto"):  # "auto": the chat template unless the model's metadata says otherwise
+        raise ValueError(f"template={template!r}: expected 'auto', 'chat' or 'raw'")
     return engine.apply_chat_template(messages) + prefill
 
 

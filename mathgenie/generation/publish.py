@@ -142,7 +142,7 @@ def stage_card(repo_id: str, configs: dict, manifests: list[dict], *, lineage, f
         configs=configs, params=card.get("params"), sources=card.get("sources"),
         lineage=lineage or (None if first.get("stage") == "seed" else SEED_LINEAGE),
         funnel={"stages": funnel_rows, "plot": "funnel.png"} if funnel else None, config_hash=first["config_hash"],
-        revision=tag, extra_sections=sections)
+        revision=tag, extra_sections=sections, filter_rules=card.get("filter_rules"))
 
 
 def push_stages(pipeline) -> dict:

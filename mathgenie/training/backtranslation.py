@@ -10,7 +10,9 @@ The instruction text is the pipeline's own (`mathgenie.generation.prompts.back_t
   inference `format_plain_prompt`. The newline ends the prompt on a token boundary (the paper's string has no
   separator, which would let the solution's last word merge with "New").
 
-Either way the loss is on the completion only (its end-of-turn / EOS token included).
+Either way the loss is on the completion only (its end-of-turn / EOS token included). The format is saved with the
+model (`prompt_record`, written as ``mathgenie_prompt.json`` and into the model card) and the back_translate stage
+reads it from there, so training and generation cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mathgenie.generation.prompt_format import PromptFormat
 from mathgenie.generation.prompts import back_translate_prefix, back_translate_prompt
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
+
+
+def prompt_record(prompt_format: str) -> PromptFormat:
+    """What a model trained with ``prompt_format`` (``chat`` or ``plain``, resolved) must be prompted with: the
+    instruction and prefix below, no system prompt (`chat_messages` has none), ``plain`` being generation's ``raw``."""
+    if prompt_format not in ("chat", "plain"):
+        raise ValueError(f"prompt_format={prompt_format!r}: resolve it to 'chat' or 'plain' first")
+    return PromptFormat(template="chat" if prompt_format == "chat" else "raw",
+                        instruction=back_translate_prompt("{solution}"), answer_prefix=back_translate_prefix())
 
 
 def format_plain_prompt(solution: str) -> str:

@@ -45,6 +45,7 @@ def push_trained_model(result, config):
         tags=[config.recipe],
         revision=config.push_tag or config.push_branch,
         summary=_SUMMARIES[config.recipe].format(base=result.base_model.name),
+        metadata=_prompt_metadata(result.model_dir),
     )
     push = push_model(
         str(result.model_dir), config.push_repo_id, card=card, branch=config.push_branch, tag=config.push_tag,
@@ -52,3 +53,11 @@ def push_trained_model(result, config):
     )
     logger.info("pushed %s to %s at %s (tag %s)", result.model_dir, config.push_repo_id, push.commit_sha, push.tag)
     return push
+
+
+def _prompt_metadata(model_dir) -> dict:
+    """The model's prompt format (``mathgenie_prompt.json``, back-translation models) for the card's YAML header."""
+    from mathgenie.generation import prompt_format
+
+    fmt = prompt_format.load(model_dir)
+    return {prompt_format.CARD_KEY: fmt.to_dict()} if fmt is not None else {}

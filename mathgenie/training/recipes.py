@@ -278,6 +278,11 @@ def train(config: _RecipeConfig) -> TrainResult:
         (model_dir / "mathgenie_training.json").write_text(json.dumps(
             {"recipe": config.recipe, "base_model": base.__dict__, "datasets": [s.to_dict() for s in sources],
              "hyperparameters": params, "train_summary": summary}, indent=2, default=str))
+        if isinstance(config, BacktranslationConfig):  # the prompt format generation must use (back_translate reads it)
+            from mathgenie.generation import prompt_format
+            from mathgenie.training.backtranslation import prompt_record
+
+            prompt_format.save(model_dir, prompt_record(params["prompt_format"]))
         if config.push_repo_id:
             from mathgenie.training.publish import push_trained_model
 

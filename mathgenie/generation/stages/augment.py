@@ -73,12 +73,13 @@ def run(dataset: datasets.Dataset, config: AugmentConfig, engine: Engine | None,
         families[s["id"]].add(s["solution"])
     kw = dict(template=template, cache=cache, stats=stats, random_seed=random_seed, max_in_flight=max_in_flight)
     for method in config.methods:
-        if method != "fobar" and engine is None and seeds:
-            raise ValueError(f"augment method {method!r} needs an engine (only 'fobar' is template-only)")
+        if (method != "fobar" or config.metamath_answer_paths) and engine is None and seeds:
+            raise ValueError(f"augment method {method!r} needs an engine (only 'fobar' without "
+                             "metamath_answer_paths is template-only)")
         if method == "mathgenie":
             rows += iterative_rewrite(seeds, config, engine, families=families, **kw)
         else:
-            rows += metamath.AUGMENTERS[method](seeds, config, engine, **kw)
+            rows += metamath.run_method(method, seeds, config, engine, **kw)
     stats.rows_out += len(rows)
     return datasets.Dataset.from_list(rows, features=AUGMENTED_FEATURES) if rows else \
         datasets.Dataset.from_dict({k: [] for k in AUGMENTED_FEATURES}, features=AUGMENTED_FEATURES)
@@ -142,14 +143,13 @@ def card_prompts(cfg) -> dict:
     out = {}
     if "mathgenie" in section.methods:
         out.update({f"augment prompt {p}": prompts.augment_prompt(p, "{solution}") for p in section.prompts})
-    texts = {"rephrase": "rephrase_user", "self_verification": "sv_user", "fobar": "fobar_suffix"}
-    out.update({f"metamath {m}": prompts.load("metamath")[texts[m]] for m in section.methods if m in texts})
+    out.update({f"metamath {m}": prompts.metamath_card_prompt(m) for m in section.methods if m != "mathgenie"})
     return out
 
 
 STAGE = Stage(
     name="augment", input="seed", output="augmented", features=AUGMENTED_FEATURES, config_class=AugmentConfig,
-    run=_run, needs_engine=lambda config, rows: any(m != "fobar" for m in config.methods),
+    run=_run, needs_engine=lambda config, rows: any(m != "fobar" or config.metamath_answer_paths for m in config.methods),
     push_name="mathgenie-augmented", card_params=card_prompts,
     description="Rewritten versions of the seed solutions (K rounds of solution augmentation with the rewrite "
                 "prompts), each traced to the solution it rewrites.")

@@ -3,10 +3,11 @@
     questions = back_translate.run(augmented, BackTranslateConfig(), engine, template="chat", cache=cache)
 
 Each augmented solution ``s`` becomes the prompt ``Create a New Problem based on the Solution: {s}`` and the model
-answers ``New Problem: {q}``. With ``template="raw"`` the prompt goes to the model as is (the back-translation model
-of the training recipe, SFT-ed on exactly these prompt/completion pairs). With ``template="chat"`` (any instruct model,
-e.g. the demo's) the prompt is the user turn and the answer is prefilled with ``New Problem:`` so even a small model
-starts writing a question.
+answers ``New Problem: {q}``. The format comes from the model itself when it was trained by `mathgenie train`
+(``mathgenie_prompt.json`` in its folder, see `prompt_format`): ``raw``, the prompt goes to the model as is (the
+back-translation model SFT-ed on exactly these prompt/completion pairs), or ``chat``. Any other instruct model (e.g.
+the demo's) gets ``chat`` (``template="auto"``): the prompt is the user turn and the answer is prefilled with
+``New Problem:`` so even a small model starts writing a question.
 
 Cleaning (`clean_question`): the ``New Problem:`` prefix is stripped, and anything from a line that starts a
 solution or answer (``Solution:``, ``Answer:``, ``Here's a possible solution``, ``The answer is``) on is cut, since an
@@ -26,7 +27,7 @@ import re
 
 import datasets
 
-from mathgenie.generation import prompts
+from mathgenie.generation import prompt_format, prompts
 from mathgenie.generation.cache import RequestCache, make_request, run_requests, sample_params
 from mathgenie.generation.config import BackTranslateConfig
 from mathgenie.generation.engine import Engine
@@ -44,8 +45,11 @@ _QUESTION_CUE = re.compile(r"\?|\b(find|compute|calculate|determine|evaluate|sim
                            r"show|prove|list)\b", re.I)
 
 
-def clean_question(text: str) -> str:
-    text = _PREFIX.sub("", text.strip(), count=1)
+def clean_question(text: str, answer_prefix: str | None = None) -> str:
+    text = text.strip()
+    if answer_prefix and text.startswith(answer_prefix):  # a trained model's own prefix, when not the default
+        text = text[len(answer_prefix):]
+    text = _PREFIX.sub("", text, count=1)
     m = _SOLUTION_START.search(text)
     if m is not None and m.start() > 0:
         text = text[: m.start()]
@@ -60,7 +64,7 @@ def is_repetitive(text: str) -> bool:
     return len(words) >= 40 and len(set(words)) < 0.2 * len(words)
 
 
-def run(dataset: datasets.Dataset, config: BackTranslateConfig, engine: Engine | None, *, template: str = "chat",
+def run(dataset: datasets.Dataset, config: BackTranslateConfig, engine: Engine | None, *, template: str = "auto",
         cache: RequestCache | None = None, stats: StageStats | None = None, random_seed: int = 0,
         max_in_flight: int = 256) -> datasets.Dataset:
     """Augmented rows → question rows (`schema.BACK_TRANSLATED_FEATURES`), in input order."""
@@ -68,14 +72,15 @@ def run(dataset: datasets.Dataset, config: BackTranslateConfig, engine: Engine |
     rows = dataset.to_list()
     stats.rows_in += len(rows)
     base = sampling(config)
-    prefill = prompts.back_translate_prefix() + " "
+    fmt = None
     jobs, requests = [], []
     for i, row in enumerate(rows):
         if row.get("question"):
             continue
         if engine is None:
             raise ValueError("back_translate needs an engine for rows without a question (MathGenie rows)")
-        prompt = prompts.render(engine, prompts.back_translate_prompt(row["solution"]), template, prefill=prefill)
+        fmt = fmt or prompt_format.for_engine(engine, template)  # the model's own training format, if it has one
+        prompt = fmt.render(engine, row["solution"])
         for k in range(config.n):
             jobs.append((i, k))
             requests.append(make_request(engine, prompt, sample_params(base, random_seed, k)))
@@ -91,7 +96,8 @@ def run(dataset: datasets.Dataset, config: BackTranslateConfig, engine: Engine |
         if row.get("question"):
             candidates = [(f"{row['id']}/q0", row["question"], None, row["model"], row["revision"])]
         else:
-            candidates = [(f"{row['id']}/q{k}", clean_question(c.text), c, engine.spec.model, engine.spec.revision)
+            candidates = [(f"{row['id']}/q{k}", clean_question(c.text, fmt.answer_prefix), c, engine.spec.model,
+                           engine.spec.revision)
                           for k, c in generated.get(i, [])]
         for qid, question, c, model, revision in candidates:
             reason = _drop_reason(question, row["solution"], c, config, family)

@@ -58,6 +58,5 @@ def card_section(reports: list[dict]) -> dict[str, str]:
 STAGE = Stage(
     name="decontaminate", input="verify", output="decontaminated", features=VERIFIED_FEATURES,
     config_class=DecontaminateConfig, run=run, push_name="mathgenie-verified", card_section=card_section,
-    description="Verified rows (the answer agrees with the majority of the question's solutions and a code-based "
-                "verification rationale judged it correct) whose questions do not overlap the test questions of the "
-                "eval sets named below.")
+    description="Verified rows, by the filter rules of this run listed below, whose questions do not overlap the "
+                "test questions of the eval sets named below.")

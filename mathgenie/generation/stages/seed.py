@@ -28,4 +28,5 @@ def run(ctx: StageRun) -> datasets.Dataset:
 
 STAGE = Stage(
     name="seed", input=None, output="seed", features=SEED_FEATURES, config_class=SeedConfig, run=run, sharded=False,
-    hash_parts=lambda cfg: {"seed": dataclasses.asdict(cfg.seed), "limit": cfg.limit}, description=DESCRIPTION)
+    hash_parts=lambda cfg: {"seed": dataclasses.asdict(cfg.seed), "limit": cfg.limit}, description=DESCRIPTION,
+    push_name="mathgenie-seed")  # pushed too, so every row's `seed_id` resolves on the Hub

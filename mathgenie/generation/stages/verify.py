@@ -216,5 +216,5 @@ STAGE = Stage(
     name="verify", input="solve", output="verified", features=schema.VERIFIED_FEATURES, config_class=VerifyConfig,
     run=_run, needs_engine=lambda config, rows: config.rationale, needs_sandbox=True, model_from="solve",
     hash_extra=_hash_extra, card_params=card_prompts,
-    description="Solved rows that passed verification: the answer agrees with the majority of the question's "
-                "solutions and a code-based verification rationale judged it correct.")
+    description="Solved rows that passed verification (answer consistency and a code-based verification "
+                "rationale), by the filter rules of this run listed below.")
