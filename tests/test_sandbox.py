@@ -301,6 +301,7 @@ with Sandbox(timeout=10, num_workers=1) as sb:
         "package_write": sb.run(f"open({os.path.dirname(sys.argv[1])!r} + '/evil.py', 'w')").error,
         "sibling": sb.run(f"import os\\nos.path.exists({sys.argv[1]!r})").output,
         "token": sb.run(f"import os\\nos.listdir({os.environ['HF_HOME']!r})").output,
+        "cwd": sb.run("open('mine.txt', 'w').close()\\nsorted(os.listdir('.'))").output,
     }
     report["fresh_scratch"] = sb.run("import os\\nsorted(n for n in os.listdir('/tmp') if n.endswith('.txt'))", "next").output
 print(json.dumps(report))
@@ -342,6 +343,7 @@ def test_python_under_tmp_behind_a_symlink_chain_and_a_space(tmp_path):
     assert report["package_write"] is not None and "evil.py" in report["package_write"]
     assert report["sibling"] == "False\n"
     assert report["token"] == "[]\n"
+    assert report["cwd"] == "['mine.txt']\n"  # the session's directory holds its own files, not the laid-in venv
     assert report["fresh_scratch"] == "[]\n"  # a new session gets a new /tmp, the venv laid back into it
 
 

@@ -109,8 +109,12 @@ def _ends_with_semicolon(code: str) -> bool:
 class Cell:
     """One session's state inside its process: the namespace, the cell counter, the private directory."""
 
-    def __init__(self, workdir: str, max_output_chars: int) -> None:
+    def __init__(self, workdir: str, max_output_chars: int, scratch: str | None = None,
+                 keep: frozenset[str] = frozenset()) -> None:
+        """``scratch``: the private directory the session may write (default ``workdir``; isolated, the whole /tmp
+        that holds ``workdir``), wiped on `reset` except the entries named in ``keep`` (host paths laid into it)."""
         self.workdir = workdir
+        self.scratch, self.keep = scratch or workdir, keep
         self.max_output_chars = max_output_chars
         self.pid = os.getpid()
         self.stream: io.TextIOWrapper | None = None
@@ -124,12 +128,15 @@ class Cell:
         for name in [k for k in linecache.cache if k.startswith("<cell-")]:
             del linecache.cache[name]
         self.count = 0
-        with os.scandir(self.workdir) as entries:
+        with os.scandir(self.scratch) as entries:
             for entry in entries:
+                if entry.name in self.keep:
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
+        os.makedirs(self.workdir, mode=0o700, exist_ok=True)
         os.chdir(self.workdir)
 
     def _install_streams(self) -> None:
@@ -188,9 +195,8 @@ class Cell:
         return {"output": output, "error": error}
 
 
-def serve(request_fd: int, result_fd: int, workdir: str, max_output_chars: int, timeout: float) -> None:
+def serve(request_fd: int, result_fd: int, cell: Cell, timeout: float) -> None:
     """The session process's loop: one request frame in, one result frame out, until the zygote closes the pipe."""
-    cell = Cell(workdir, max_output_chars)
     fresh = True
     while True:
         message = protocol.read_frame(request_fd)

@@ -184,6 +184,19 @@ def enter_root_view(readonly_paths: list[str], secrets: list[str]) -> list[list[
     return sorted(scratch, key=lambda entry: entry[1])
 
 
+def scratch_names(entries: list[list[str]]) -> frozenset[str]:
+    """The top-level names in the scratch that hold laid-in host paths."""
+    return frozenset(entry[1][len(SCRATCH) + 1:].split("/")[0] for entry in entries)
+
+
+def session_dir(entries: list[list[str]]) -> str:
+    """The session's working directory: a fresh directory in the scratch, named apart from the host paths laid into
+    it, so that ``os.listdir('.')`` shows the session's own files only."""
+    taken = scratch_names(entries)
+    name = next(f"session{i or ''}" for i in range(len(taken) + 1) if f"session{i or ''}" not in taken)
+    return f"{SCRATCH}/{name}"
+
+
 def mount_scratch(options: str, entries: list[list[str]]) -> None:
     """Mount a fresh tmpfs on SCRATCH (``options``: size, mode, owner) and lay the held host paths back into it,
     read-only. Their mount points and links belong to root, so a session running as nobody cannot replace them."""

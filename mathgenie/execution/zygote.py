@@ -77,7 +77,8 @@ class Zygote:
         request_r, request_w = os.pipe2(os.O_CLOEXEC)
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         output = os.memfd_create("mathgenie-output", 0)
-        workdir = "/tmp" if self.isolated else tempfile.mkdtemp(dir=self.workdir_base)
+        workdir = filesystem.session_dir(self.config["scratch"]) if self.isolated else \
+            tempfile.mkdtemp(dir=self.workdir_base)
         try:
             if self.isolated:
                 linux.unshare(linux.CLONE_NEWPID)  # the next child is pid 1 of a fresh pid namespace
@@ -114,6 +115,8 @@ class Zygote:
             linux.unshare(linux.CLONE_NEWNS)
             filesystem.mount_scratch(f"size={config['disk_mb']}m,mode=0700,uid={self.uid},gid={self.gid}",
                                      config["scratch"])
+            os.mkdir(workdir, 0o700)
+            os.chown(workdir, self.uid, self.gid)
             linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # under memory pressure the kernel kills sandboxed code first
@@ -147,7 +150,9 @@ class Zygote:
             linux.install_seccomp_filter()
         os.environ.update(HOME=workdir, TMPDIR=workdir, MPLCONFIGDIR=workdir)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        cell.serve(3, 4, workdir, config["max_output_chars"], self.timeout)
+        scratch, keep = (filesystem.SCRATCH, filesystem.scratch_names(config["scratch"])) if self.isolated else \
+            (None, frozenset())
+        cell.serve(3, 4, cell.Cell(workdir, config["max_output_chars"], scratch, keep), self.timeout)
 
     def kill(self, proc: Proc) -> int:
         """SIGKILL the session's whole tree (its pid namespace, or its process group when unisolated)."""
