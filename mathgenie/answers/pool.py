@@ -207,84 +207,22 @@ class CheckerPool:
     def _run(self, items, timeout, num_workers) -> list[bool]:
         while len(self._workers) < min(num_workers, len(items)):
             self._workers.append(_Worker())
-        active = self._workers[:min(num_workers, len(items))]
-        results = [False] * len(items)
-        todo = deque(range(len(items)))
-        in_flight: dict[int, int] = {}  # job id -> item index; replies to other ids (an aborted run) are dropped
-        boot_failures = 0
-        selector = selectors.DefaultSelector()
-        for w in active:
-            selector.register(w.rfd, selectors.EVENT_READ, w)
-
-        def replace(w: _Worker) -> None:
-            if w.job is not None:
-                in_flight.pop(w.job, None)
-            selector.unregister(w.rfd)
-            w.kill()
-            new = _Worker()
-            self._workers[self._workers.index(w)] = new
-            active[active.index(w)] = new
-            selector.register(new.rfd, selectors.EVENT_READ, new)
-
+        run = _Run(self, items, timeout, self._workers[:min(num_workers, len(items))])
         try:
-            while todo or in_flight:
-                now = time.monotonic()
-                for w in list(active):
-                    if w.ready and w.job is None and todo:
-                        index = todo.popleft()
-                        w.job, w.deadline = next(_job_ids), (now + timeout if timeout is not None else None)
-                        in_flight[w.job] = index
-                        try:
-                            w.send(w.job, *items[index])
-                        except OSError:  # it died while idle: the item never started, so it goes back in line
-                            todo.appendleft(index)
-                            self.crashes += 1
-                            replace(w)
-                waits = [w.deadline for w in active if w.job is not None and w.deadline is not None]
-                waits += [w.started + _BOOT_TIMEOUT_S for w in active if not w.ready]
-                wait = max(0.0, min(waits) - now) if waits else None
-                for key, _ in selector.select(wait):
-                    w = key.data
-                    frames = w.receive()
-                    if frames is None:  # the worker exited
-                        if not w.ready:
-                            boot_failures += 1
-                            if boot_failures >= 3:
-                                raise RuntimeError(
-                                    f"the answer-checker worker exited during start-up (exit code {w.proc.wait()}); "
-                                    f"its stderr is above. Check that `{sys.executable} -c 'import math_verify, "
-                                    "mathgenie.answers'` works."
-                                )
-                        elif w.job is not None:
-                            self.crashes += 1
-                            logger.warning("answer-checker worker died on %r vs %r; counted as not equal",
-                                           *(x[:80] for x in items[in_flight[w.job]][:2]))
-                        replace(w)
-                        continue
-                    for frame in frames:
-                        if "ready" in frame:
-                            w.ready = True
-                        elif frame.get("job") == w.job:
-                            results[in_flight.pop(w.job)] = bool(frame["verdict"])
-                            w.job = w.deadline = None
-                now = time.monotonic()
-                for w in list(active):
-                    if w.job is not None and w.deadline is not None and now >= w.deadline:
-                        self.timeouts += 1
-                        logger.warning("answer check timed out after %.1fs on %r vs %r; counted as not equal",
-                                       timeout, *(x[:80] for x in items[in_flight[w.job]][:2]))
-                        replace(w)
-                    elif not w.ready and now >= w.started + _BOOT_TIMEOUT_S:
-                        raise RuntimeError(f"the answer-checker worker did not start within {_BOOT_TIMEOUT_S:.0f}s")
+            while run.todo or run.in_flight:
+                run.dispatch()
+                for key, _ in run.selector.select(run.wait()):
+                    run.receive(key.data)
+                run.expire()
         except BaseException:
-            for w in list(active):  # a busy worker would answer into the next run: stop it
+            for w in list(run.active):  # a busy worker would answer into the next run: stop it
                 if w.job is not None or not w.ready:
                     self._workers.remove(w)
                     w.kill()
             raise
         finally:
-            selector.close()
-        return results
+            run.selector.close()
+        return run.results
 
     def close(self) -> None:
         with self._lock:
@@ -300,6 +238,82 @@ class CheckerPool:
             w.forget()
         self._workers.clear()
         self._lock = threading.Lock()
+
+
+class _Run:
+    """One `CheckerPool.run`: hands items to idle workers, reads their verdicts, replaces dead or late ones."""
+
+    def __init__(self, pool: CheckerPool, items: list[tuple], timeout: float | None, active: list[_Worker]):
+        self.pool, self.items, self.timeout, self.active = pool, items, timeout, active
+        self.results = [False] * len(items)
+        self.todo = deque(range(len(items)))
+        self.in_flight: dict[int, int] = {}  # job id -> item index; replies to other ids (an aborted run) are dropped
+        self.boot_failures = 0
+        self.selector = selectors.DefaultSelector()
+        for w in active:
+            self.selector.register(w.rfd, selectors.EVENT_READ, w)
+
+    def replace(self, w: _Worker) -> None:
+        if w.job is not None:
+            self.in_flight.pop(w.job, None)
+        self.selector.unregister(w.rfd)
+        w.kill()
+        new = _Worker()
+        self.pool._workers[self.pool._workers.index(w)] = new
+        self.active[self.active.index(w)] = new
+        self.selector.register(new.rfd, selectors.EVENT_READ, new)
+
+    def dispatch(self) -> None:
+        now = time.monotonic()
+        for w in list(self.active):
+            if w.ready and w.job is None and self.todo:
+                index = self.todo.popleft()
+                w.job, w.deadline = next(_job_ids), (now + self.timeout if self.timeout is not None else None)
+                self.in_flight[w.job] = index
+                try:
+                    w.send(w.job, *self.items[index])
+                except OSError:  # it died while idle: the item never started, so it goes back in line
+                    self.todo.appendleft(index)
+                    self.pool.crashes += 1
+                    self.replace(w)
+
+    def wait(self) -> float | None:
+        waits = [w.deadline for w in self.active if w.job is not None and w.deadline is not None]
+        waits += [w.started + _BOOT_TIMEOUT_S for w in self.active if not w.ready]
+        return max(0.0, min(waits) - time.monotonic()) if waits else None
+
+    def receive(self, w: _Worker) -> None:
+        frames = w.receive()
+        if frames is None:  # the worker exited
+            if not w.ready:
+                self.boot_failures += 1
+                if self.boot_failures >= 3:
+                    raise RuntimeError(
+                        f"the answer-checker worker exited during start-up (exit code {w.proc.wait()}); its stderr "
+                        f"is above. Check that `{sys.executable} -c 'import math_verify, mathgenie.answers'` works.")
+            elif w.job is not None:
+                self.pool.crashes += 1
+                logger.warning("answer-checker worker died on %r vs %r; counted as not equal",
+                               *(x[:80] for x in self.items[self.in_flight[w.job]][:2]))
+            self.replace(w)
+            return
+        for frame in frames:
+            if "ready" in frame:
+                w.ready = True
+            elif frame.get("job") == w.job:
+                self.results[self.in_flight.pop(w.job)] = bool(frame["verdict"])
+                w.job = w.deadline = None
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for w in list(self.active):
+            if w.job is not None and w.deadline is not None and now >= w.deadline:
+                self.pool.timeouts += 1
+                logger.warning("answer check timed out after %.1fs on %r vs %r; counted as not equal",
+                               self.timeout, *(x[:80] for x in self.items[self.in_flight[w.job]][:2]))
+                self.replace(w)
+            elif not w.ready and now >= w.started + _BOOT_TIMEOUT_S:
+                raise RuntimeError(f"the answer-checker worker did not start within {_BOOT_TIMEOUT_S:.0f}s")
 
 
 _shared: CheckerPool | None = None
