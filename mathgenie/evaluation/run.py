@@ -164,9 +164,6 @@ def evaluate_model(cfg: EvalConfig, *, engine=None, sandbox=None) -> EvalRun:
     """Load the benchmarks, run the model, score, write ``output_dir``, and optionally push the predictions and the
     model card. ``engine``/``sandbox`` may be passed in (they are then not closed here)."""
     from mathgenie.evaluation.benchmarks import load_benchmark
-    from mathgenie.execution import Sandbox
-    from mathgenie.generation.engine import ModelSpec
-    from mathgenie.generation.engines import load_engine
 
     start = time.perf_counter()
     card_repo = cfg.model_repo or (cfg.model if _is_hub_id(cfg.model) else None)
@@ -177,28 +174,8 @@ def evaluate_model(cfg: EvalConfig, *, engine=None, sandbox=None) -> EvalRun:
     rows = [row for ds in data.values() for row in ds]
     logger.info("evaluating %s on %s (%d questions, %s)", cfg.model, ", ".join(f"{k}={len(v)}" for k, v in
                 data.items()), len(rows), cfg.mode)
-    own_engine = engine is None
-    if own_engine:
-        engine = load_engine(ModelSpec(cfg.model, revision=cfg.revision, max_model_len=cfg.max_model_len),
-                             cfg.backend, **cfg.engine_kwargs)
-    revision = getattr(engine, "revision", None) or cfg.revision  # the Hub commit the engine loaded, when known
-    own_sandbox = sandbox is None
-    if own_sandbox:
-        sandbox = Sandbox(timeout=cfg.timeout, num_workers=cfg.sandbox_workers)
-    try:
-        outcomes = infer(engine, [r["question"] for r in rows], [f"{r['benchmark']}/{r['id']}" for r in rows],
-                         sandbox, cfg)
-    finally:
-        if own_sandbox:
-            sandbox.close()
-        if own_engine:
-            engine.close()
-    references = [r["answer"] for r in rows]
-    by_scorer = {
-        "math-verify": score([o["answer_pred"] for o in outcomes], references),
-        "mathcoder": score_mathcoder([mathcoder.completion(o["blocks"]) for o in outcomes], references,
-                                     [r["benchmark"] for r in rows]),
-    }
+    outcomes, revision = _run_model(cfg, rows, engine, sandbox)
+    by_scorer = _score_all(rows, outcomes)
     records = [{**row, **o, "correct": by_scorer[cfg.scorer][i], "correct_math_verify": by_scorer["math-verify"][i],
                 "correct_mathcoder": by_scorer["mathcoder"][i], "model": cfg.model, "revision": revision}
                for i, (row, o) in enumerate(zip(rows, outcomes))]
@@ -230,6 +207,41 @@ def evaluate_model(cfg: EvalConfig, *, engine=None, sandbox=None) -> EvalRun:
 
         run.card_commit = push_results(card_repo, run, cfg, branch=cfg.card_branch)
     return run
+
+
+def _run_model(cfg: EvalConfig, rows: list[dict], engine, sandbox) -> tuple[list[dict], str | None]:
+    """The model's outcome on every row, and the Hub commit it ran (engine and sandbox made here are closed here)."""
+    from mathgenie.execution import Sandbox
+    from mathgenie.generation.engine import ModelSpec
+    from mathgenie.generation.engines import load_engine
+
+    own_engine = engine is None
+    if own_engine:
+        engine = load_engine(ModelSpec(cfg.model, revision=cfg.revision, max_model_len=cfg.max_model_len),
+                             cfg.backend, **cfg.engine_kwargs)
+    revision = getattr(engine, "revision", None) or cfg.revision  # the Hub commit the engine loaded, when known
+    own_sandbox = sandbox is None
+    if own_sandbox:
+        sandbox = Sandbox(timeout=cfg.timeout, num_workers=cfg.sandbox_workers)
+    try:
+        outcomes = infer(engine, [r["question"] for r in rows], [f"{r['benchmark']}/{r['id']}" for r in rows],
+                         sandbox, cfg)
+    finally:
+        if own_sandbox:
+            sandbox.close()
+        if own_engine:
+            engine.close()
+    return outcomes, revision
+
+
+def _score_all(rows: list[dict], outcomes: list[dict]) -> dict[str, list[bool]]:
+    """Every row's verdict by each scorer: math-verify (ours) and MathCoder's harness."""
+    references = [r["answer"] for r in rows]
+    return {
+        "math-verify": score([o["answer_pred"] for o in outcomes], references),
+        "mathcoder": score_mathcoder([mathcoder.completion(o["blocks"]) for o in outcomes], references,
+                                     [r["benchmark"] for r in rows]),
+    }
 
 
 def _is_hub_id(name: str) -> bool:
