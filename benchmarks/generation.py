@@ -94,6 +94,7 @@ def stage_row(fn: Callable[["Context"], list[Bench]]) -> Callable[["Context"], l
 class Context:
     args: argparse.Namespace
     engine: object = None  # the engine of the group being measured
+    group: str = ""  # its "backend/dtype"
     extra: dict = field(default_factory=dict)  # for stage rows to share state
 
     @cached_property
@@ -114,6 +115,7 @@ class Context:
             kwargs["batch_size"] = self.args.transformers_batch_size
         t = time.perf_counter()
         self.engine = load_engine(dataclasses.replace(self.spec, dtype=dtype), backend=backend, **kwargs)
+        self.group = f"{backend}/{dtype}"
         self.extra.pop("prompts", None)
         return time.perf_counter() - t
 
@@ -278,6 +280,7 @@ def _stage_bench(ctx: Context, name: str, raw_name: str, goal: float, run_stage)
 
     recorder = _Recorder(ctx.engine)
     first = timed(lambda: run(recorder))
+    report(ctx.group, name, first)
     return Bench(name, len(_seed_rows(ctx)), run, baseline=raw_name, goal=goal, done=[first]), recorder.requests
 
 
@@ -357,14 +360,18 @@ def timed(run: Callable[[], int]) -> tuple[float, int, float]:
     return time.perf_counter() - t, tokens, time.process_time() - cpu
 
 
+def report(group: str, name: str, run: tuple[float, int, float]) -> None:
+    seconds, tokens, cpu = run
+    print(f"  {group} {name}: {tokens / seconds:,.1f} tok/s, {cpu:.1f} CPU s", flush=True)
+
+
 def measure(group: str, benches: list[Bench], repeats: int) -> list[Row]:
     """Time the rows round-robin (rows already run count their runs); each row keeps its best run."""
     for rep in range(repeats):
         for b in benches:
             if len(b.done) <= rep:
                 b.done.append(timed(b.run))
-                seconds, tokens, cpu = b.done[-1]
-                print(f"  {group} {b.name}: {tokens / seconds:,.1f} tok/s, {cpu:.1f} CPU s", flush=True)
+                report(group, b.name, b.done[-1])
     rows = []
     for b in benches:
         seconds, tokens, cpu = min(b.done)
@@ -486,9 +493,9 @@ def run_groups(ctx: Context, groups: list[tuple[str, str, list, list]]) -> list[
     """Each group: start its engine (timed), warm it up, time its engine rows, then its stage rows; close it."""
     rows = []
     for backend, dtype, engine_rows, stage_rows in groups:
-        group = f"{backend}/{dtype}"
-        print(f"{group}: starting the engine", flush=True)
+        print(f"{backend}/{dtype}: starting the engine", flush=True)
         start_s = ctx.start(backend, dtype)
+        group = ctx.group
         if backend == "vllm":
             ctx.extra.setdefault("kernels", {})[group] = vllm_kernels()
         ctx.engine.generate(ctx.prompts[:2], dataclasses.replace(ctx.params, max_tokens=8))  # warm-up
