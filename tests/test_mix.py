@@ -238,7 +238,10 @@ def test_mcode_trains_on_smollm2_and_plugs_into_solve_and_verify(smollm2_dir, tm
 
     # configs/pipeline.mcode.yaml: solve and verify use this model, in the format and system prompt it learned
     pipeline = load_config(ROOT / "configs" / "pipeline.mcode.yaml")
-    solver, verifier = pipeline.model_for("solve"), pipeline.model_for("verify")
+    from mathgenie.generation.stage import model_for
+    from mathgenie.generation.stages import stage_named
+
+    solver, verifier = model_for(pipeline, stage_named("solve")), model_for(pipeline, stage_named("verify"))
     assert solver.model == str(Path(shipped.output_dir) / "model") and verifier is solver
     assert (pipeline.solve.format, pipeline.solve.system, pipeline.solve.few_shot) == (
         "lce", shipped.system_prompt, False)

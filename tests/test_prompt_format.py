@@ -68,7 +68,7 @@ def test_training_saves_the_format_and_the_stage_generates_with_it(trained):
     assert saved == {"template": template, "instruction": "Create a New Problem based on the Solution: {solution}",
                      "answer_prefix": "New Problem:", "system_prompt": None, "task": "back_translate"}
 
-    from mathgenie.generation.models import load_engine
+    from mathgenie.generation.engines import load_engine
 
     engine = load_engine(ModelSpec(str(result.model_dir), max_model_len=512), "transformers")
     sent = []
@@ -97,7 +97,7 @@ def test_training_saves_the_format_and_the_stage_generates_with_it(trained):
 @pytest.mark.slow
 def test_a_config_that_contradicts_the_model_is_an_error(trained):
     trained_format, result = trained
-    from mathgenie.generation.models import load_engine
+    from mathgenie.generation.engines import load_engine
 
     engine = load_engine(ModelSpec(str(result.model_dir), max_model_len=512), "transformers")
     other = "chat" if trained_format == "plain" else "raw"
