@@ -8,7 +8,7 @@ Python may live anywhere a user can put it: /tmp, /home, ~/.local, a uv- or cond
 symlinks, in a path with spaces. Every bound path is resolved to its real location, and every symlink on the way is
 recreated in the root view, so the interpreter sees the paths it was started with. /tmp is special: inside the sandbox
 it is each session's private, size-limited scratch, a fresh tmpfs mounted over it. Host paths under /tmp are therefore
-bound once under ``HELD`` and laid back into every fresh scratch by `populate_scratch` (read-only, secrets still
+bound once under ``HELD`` and laid back into every fresh scratch by `mount_scratch` (read-only, secrets still
 masked), instead of being hidden by it.
 """
 
@@ -149,7 +149,7 @@ def _system_files(root: str) -> None:
 def enter_root_view(readonly_paths: list[str], secrets: list[str]) -> list[list[str]]:
     """Replace this mount namespace's root with a tmpfs holding read-only binds of ``readonly_paths`` (plus system
     dirs, a few /etc files and harmless devices), with ``secrets`` masked, and a fresh /proc. Needs CAP_SYS_ADMIN in
-    the user namespace that owns the current mount namespace. Returns what `populate_scratch` lays into each fresh
+    the user namespace that owns the current mount namespace. Returns what `mount_scratch` lays into each fresh
     scratch: ``["link", path, target]`` and ``["bind", path]`` entries for host paths under SCRATCH."""
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     links: dict[str, str] = {}
