@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
                 return rc
         finally:
             hub.stop()
-    _print_funnel(funnel["stages"], time.monotonic() - start, _backend(config, overrides))
+    _print_funnel(funnel["stages"], time.monotonic() - start, checked.model.backend)
     return 0
 
 
@@ -99,12 +99,6 @@ def _repo(config: Path, overrides: list[str]) -> dict:
 
     cfg = load_config(config, overrides)
     return {"repo_id": f"{cfg.push.org}/{pushed_names(cfg)['decontaminate']}", "tag": run_tag(cfg, stage_hashes(cfg))}
-
-
-def _backend(config: Path, overrides: list[str]) -> str:
-    from mathgenie.generation.config import load_config
-
-    return load_config(config, overrides).model.backend
 
 
 _LOAD_BACK = """
