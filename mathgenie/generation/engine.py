@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,33 @@ class Engine(abc.ABC):
         self._pending[request_id] = (prompt, params)
 
     def poll(self) -> list[tuple[str, Completion]]:
-        """Advance generation; return the requests that finished since the last call (possibly none)."""
+        """Advance generation; return the requests that finished since the last call (possibly none). Everything
+        pending is generated now, requests that differ only in their seed together (`generate_seeded`)."""
         if not self._pending:
             return []
         pending, self._pending = self._pending, {}
-        by_params: dict[SamplingParams, list[str]] = {}
+        groups: dict[SamplingParams, list[str]] = {}
         for rid, (_, params) in pending.items():
-            by_params.setdefault(params, []).append(rid)
+            groups.setdefault(replace(params, seed=None), []).append(rid)
         finished = []
-        for params, rids in by_params.items():
-            outs = self.generate([pending[r][0] for r in rids], params)
+        for params, rids in groups.items():
+            outs = self.generate_seeded([pending[r][0] for r in rids], params, [pending[r][1].seed for r in rids])
             finished.extend((rid, out[0]) for rid, out in zip(rids, outs))
         return finished
+
+    def generate_seeded(self, prompts: list[str], params: SamplingParams, seeds: list[int | None]
+                        ) -> list[list[Completion]]:
+        """`generate` with one seed per prompt (``params.seed`` is ignored). This default makes one `generate` call
+        per distinct seed; an engine that seeds each row itself batches them all (transformers)."""
+        out: list[list[Completion] | None] = [None] * len(prompts)
+        by_seed: dict[int | None, list[int]] = {}
+        for i, seed in enumerate(seeds):
+            by_seed.setdefault(seed, []).append(i)
+        for seed, indices in by_seed.items():
+            for i, completions in zip(indices, self.generate([prompts[i] for i in indices],
+                                                             replace(params, seed=seed))):
+                out[i] = completions
+        return out  # type: ignore[return-value]
 
     def has_unfinished(self) -> bool:
         return bool(self._pending)

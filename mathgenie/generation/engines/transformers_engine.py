@@ -14,7 +14,6 @@ flip a near-tie in bfloat16). ``seed=None`` draws fresh seeds.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import torch
@@ -91,23 +90,12 @@ class TransformersEngine(Engine):
         return render_chat(self.tokenizer, messages)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        return self._generate(prompts, params, [params.seed] * len(prompts))
+        return self.generate_seeded(prompts, params, [params.seed] * len(prompts))
 
-    def poll(self) -> list[tuple[str, Completion]]:
-        """Everything pending, batched: requests that differ only in their seed share batches (each row keeps its
-        own generator), so the LCE loop's one-seed-per-solution requests do not run one at a time."""
-        pending, self._pending = self._pending, {}
-        groups: dict[SamplingParams, list[str]] = {}
-        for rid, (_, params) in pending.items():
-            groups.setdefault(dataclasses.replace(params, seed=None), []).append(rid)
-        finished = []
-        for params, rids in groups.items():
-            outs = self._generate([pending[r][0] for r in rids], params, [pending[r][1].seed for r in rids])
-            finished.extend((rid, out[0]) for rid, out in zip(rids, outs))
-        return finished
-
-    def _generate(self, prompts: list[str], params: SamplingParams, seeds: list[int | None]
-                  ) -> list[list[Completion]]:
+    def generate_seeded(self, prompts: list[str], params: SamplingParams, seeds: list[int | None]
+                        ) -> list[list[Completion]]:
+        """All prompts batched whatever their seeds (each row keeps its own generator), so the LCE loop's
+        one-seed-per-solution requests do not run one at a time."""
         if not prompts:
             return []
         encoded = self.tokenizer(list(prompts))["input_ids"]
