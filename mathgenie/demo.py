@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
                 return rc
             funnel = json.loads((Path(output_dir) / "funnel.json").read_text())
             print("[demo] loading org/mathgenie-verified back from the Hub in a fresh process", flush=True)
-            rc = subprocess.call([sys.executable, "-c", _LOAD_BACK, yaml.safe_dump(_repo(config, overrides))],
+            rc = subprocess.call([sys.executable, "-c", _LOAD_BACK, yaml.safe_dump(_repo(checked))],
                                  env=env)
             if rc != 0:
                 return rc
@@ -92,12 +92,11 @@ def _checked(config: Path, overrides: list[str]):
         raise SystemExit(f"mathgenie demo: {e}") from None
 
 
-def _repo(config: Path, overrides: list[str]) -> dict:
-    from mathgenie.generation.config import load_config
+def _repo(cfg) -> dict:
+    """The verified dataset's repo and tag (neither depends on output_dir, the one override added after the check)."""
     from mathgenie.generation.pipeline import stage_hashes
     from mathgenie.generation.publish import pushed_names, run_tag
 
-    cfg = load_config(config, overrides)
     return {"repo_id": f"{cfg.push.org}/{pushed_names(cfg)['decontaminate']}", "tag": run_tag(cfg, stage_hashes(cfg))}
 
 
